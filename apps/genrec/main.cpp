@@ -1,0 +1,305 @@
+// genrec command-line interface: parses arguments, calls the library, maps errors to exit codes
+// (0 success, 1 operation failed, 2 bad usage or bad input).
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "genrec/core/error.h"
+#include "genrec/core/io.h"
+#include "genrec/core/log.h"
+#include "genrec/data/dataset.h"
+#include "genrec/data/generator.h"
+#include "genrec/data/import.h"
+#include "genrec/data/stats.h"
+#include "genrec/train/runner.h"
+#include "progress_bar.h"
+
+namespace fs = std::filesystem;
+using namespace genrec;
+
+namespace {
+
+constexpr int kExitOk = 0, kExitFailure = 1, kExitBadInput = 2;
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream in(s);
+  while (std::getline(in, cur, ','))
+    if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// Built-in configurations used by `genrec demo` (same keys as files in configs/).
+const char* kDemoPop = R"(# most-popular baseline
+[model]
+type = "pop"
+[eval]
+ks = [5, 10, 20]
+)";
+const char* kDemoMarkov = R"(# first-order item-to-item transitions
+[model]
+type = "markov"
+window = 2
+decay = 0.3
+[eval]
+ks = [5, 10, 20]
+)";
+
+struct DemoArgs {
+  fs::path out = "genrec-demo";
+  int64_t users = 2000, items = 1000;
+  uint64_t seed = 42;
+};
+
+int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
+  const fs::path marker = a.out / ".genrec-demo";
+  std::error_code ec;
+  if (fs::exists(a.out, ec)) {
+    if (!fs::exists(marker, ec) && !fs::is_empty(a.out, ec))
+      throw InvalidInput(a.out.string() + ": exists and was not made by `genrec demo`; choose another --out");
+    fs::remove_all(a.out, ec);
+  }
+  fs::create_directories(a.out, ec);
+  write_file_atomic(marker, "made by genrec demo; safe to delete\n");
+
+  std::cerr << "== 1/4 generate: " << a.users << " users, " << a.items << " items (seed " << a.seed << ")\n";
+  GeneratorOptions g;
+  g.n_users = a.users;
+  g.n_items = a.items;
+  g.seed = a.seed;
+  g.n_clusters = std::max<int64_t>(1, std::min<int64_t>(20, a.items / 10));
+  save_dataset(generate_dataset(g, progress), a.out / "data");
+  nlohmann::json stats = dataset_stats(load_dataset(a.out / "data"));
+  std::cerr << "   " << stats["users"] << " users, " << stats["items"] << " items, " << stats["interactions"]
+            << " interactions -> " << (a.out / "data").string() << "\n";
+
+  std::cerr << "== 2/4 train + evaluate (leave-one-out, full ranking)\n";
+  nlohmann::json table = nlohmann::json::object();
+  for (auto [name, text] : {std::pair{"pop", kDemoPop}, std::pair{"markov", kDemoMarkov}}) {
+    TrainRequest req;
+    req.config_text = text;
+    req.data = a.out / "data";
+    req.out = a.out / "runs" / name;
+    TrainResult r = train_run(req, progress);
+    table[name] = r.test.metrics;
+    std::fprintf(stderr, "   %-7s test recall@10 %.4f  ndcg@10 %.4f  mrr %.4f  (%lld users, fit %.2fs)\n", name,
+                 r.test.metrics.at("recall@10"), r.test.metrics.at("ndcg@10"), r.test.metrics.at("mrr"),
+                 static_cast<long long>(r.test.n_users), r.train_seconds);
+  }
+  std::cerr << "== 3/4 eval from the saved run (genrec eval --run " << (a.out / "runs" / "markov").string() << ")\n";
+  EvalResult again = eval_run(a.out / "runs" / "markov", SplitPart::Test, {}, progress);
+  std::fprintf(stderr, "   markov  test recall@10 %.4f (reloaded checkpoint)\n", again.metrics.at("recall@10"));
+
+  std::cerr << "== 4/4 recommend for user 1 (genrec recommend --run ... --user 1 --k 5)\n";
+  RecommendRequest rr;
+  rr.user = "1";
+  rr.k = 5;
+  rr.exclude_seen = true;
+  nlohmann::json rec = recommend_run(a.out / "runs" / "markov", rr);
+
+  nlohmann::json summary = {{"dataset", (a.out / "data").string()},
+                            {"runs", {(a.out / "runs" / "pop").string(), (a.out / "runs" / "markov").string()}},
+                            {"test_metrics", table},
+                            {"markov_over_pop_recall@10",
+                             table["pop"]["recall@10"].get<double>() > 0
+                                 ? nlohmann::json(table["markov"]["recall@10"].get<double>() / table["pop"]["recall@10"].get<double>())
+                                 : nlohmann::json(nullptr)},
+                            {"recommend_user_1", rec}};
+  print_json(summary);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"genrec: generative recommendation engine (train, evaluate and serve sequence recommenders)", "genrec"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("genrec ") + GENREC_VERSION);
+  std::string log_level = "info";
+  bool quiet = false;
+  app.add_option("--log-level", log_level, "Log level: debug, info, warn, error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_flag("-q,--quiet", quiet, "No progress output and no info logs");
+
+  // ---- data ----
+  auto* data = app.add_subcommand("data", "Import, inspect and generate datasets");
+  data->require_subcommand(1);
+
+  ImportOptions imp;
+  std::vector<std::string> inputs, item_files;
+  std::string ids = "auto", out_dir;
+  bool force = false, no_header = false;
+  int64_t k_core = 0;
+  auto* import = data->add_subcommand("import", "Import an interaction log (and item side information) into a dataset directory");
+  import->add_option("--format", imp.reader.format, "Input format: s3rec, sasrec, movielens, ml-100k, csv, tsv, jsonl")
+      ->required()
+      ->check(CLI::IsMember(interaction_formats()));
+  import->add_option("--input", inputs, "Interaction file (repeat to concatenate several, read in order)")->required();
+  import->add_option("--items", item_files, "Item side information file (repeatable): *_item2attributes.json, item text JSON, movies.dat, u.item");
+  import->add_option("--items-format", imp.item_format, "Side information format: auto, attributes, text, movies, u.item")
+      ->check(CLI::IsMember({"auto", "attributes", "text", "movies", "u.item"}))
+      ->capture_default_str();
+  import->add_option("--out", out_dir, "Dataset directory to create")->required();
+  import->add_option("--ids", ids, "Id kind: numeric (non-negative integers, sorted by value) or string; auto = numeric for s3rec/sasrec/movielens/ml-100k, string otherwise")
+      ->check(CLI::IsMember({"auto", "numeric", "string"}))
+      ->capture_default_str();
+  auto* user_col = import->add_option("--user-col", imp.reader.user_col, "csv/tsv/jsonl: user column (name, or 1-based number with --no-header)")->capture_default_str();
+  auto* item_col = import->add_option("--item-col", imp.reader.item_col, "csv/tsv/jsonl: item column")->capture_default_str();
+  auto* time_col = import->add_option("--time-col", imp.reader.time_col, "csv/tsv/jsonl: timestamp column (epoch seconds or ISO-8601); optional")->capture_default_str();
+  auto* rating_col = import->add_option("--rating-col", imp.reader.rating_col, "csv/tsv/jsonl: rating column; optional")->capture_default_str();
+  auto* action_col = import->add_option("--action-col", imp.reader.action_col, "csv/tsv/jsonl: action column; optional")->capture_default_str();
+  import->add_option("--history-col", imp.reader.history_col, "csv/tsv/jsonl: column with the items before this row's item (list literal), for sliding-window sample files");
+  import->add_flag("--no-header", no_header, "csv/tsv: the first line is data, columns are named by number");
+  import->add_option("--dedup", imp.cleaning.dedup, "Drop repeated interactions: none, consecutive, all")
+      ->check(CLI::IsMember({"none", "consecutive", "all"}))
+      ->capture_default_str();
+  import->add_option("--min-rating", imp.cleaning.min_rating, "Drop rows rated below this value");
+  import->add_option("--k-core", k_core, "Keep the k-core: every user and item with at least k interactions");
+  import->add_option("--k-core-users", imp.cleaning.k_core_users, "k-core threshold for users only");
+  import->add_option("--k-core-items", imp.cleaning.k_core_items, "k-core threshold for items only");
+  import->add_option("--min-seq-len", imp.cleaning.min_seq_len, "Drop users with fewer events (after k-core)");
+  import->add_flag("--cold-items", imp.cleaning.include_cold_items, "Items that have side information but no interactions join the catalogue");
+  import->add_flag("--skip-bad-rows", imp.reader.skip_bad_rows, "Skip malformed rows (counted and reported) instead of failing");
+  import->add_flag("--force", force, "Replace an existing output directory");
+
+  std::string stats_dir;
+  auto* stats = data->add_subcommand("stats", "Print dataset statistics as JSON");
+  stats->add_option("dir", stats_dir, "Dataset directory")->required();
+
+  GeneratorOptions gen;
+  std::string gen_out;
+  auto* generate = data->add_subcommand("generate", "Generate a synthetic dataset with interest clusters, item-to-item transitions and popularity skew");
+  generate->add_option("--out", gen_out, "Dataset directory to create")->required();
+  generate->add_option("--users", gen.n_users, "Users")->capture_default_str();
+  generate->add_option("--items", gen.n_items, "Items")->capture_default_str();
+  generate->add_option("--seed", gen.seed, "Random seed")->capture_default_str();
+  generate->add_option("--clusters", gen.n_clusters, "Interest clusters")->capture_default_str();
+  generate->add_option("--mean-len", gen.mean_len, "Mean sequence length")->capture_default_str();
+  generate->add_option("--max-len", gen.max_len, "Longest sequence")->capture_default_str();
+  generate->add_option("--p-transition", gen.p_transition, "Chance the next item follows the transition graph")->capture_default_str();
+  generate->add_flag("--force", force, "Replace an existing output directory");
+
+  // ---- train / eval / recommend ----
+  TrainRequest train_req;
+  std::string train_config, train_data, train_out;
+  auto* train = app.add_subcommand("train", "Train a model from a TOML config; writes a run directory");
+  train->add_option("--config", train_config, "TOML config (see configs/)")->required()->check(CLI::ExistingFile);
+  train->add_option("--data", train_data, "Dataset directory (overrides data.path)");
+  train->add_option("--set", train_req.overrides, "Override a config key: key=value (repeatable)");
+  train->add_option("--out", train_out, "Run directory to create")->required();
+  train->add_flag("--force", train_req.overwrite, "Replace an existing run directory");
+
+  std::string eval_run_dir, eval_split = "test";
+  std::vector<std::string> eval_overrides;
+  auto* eval = app.add_subcommand("eval", "Evaluate a run's best checkpoint; JSON on stdout (the metrics.json shape)");
+  eval->add_option("--run", eval_run_dir, "Run directory")->required();
+  eval->add_option("--split", eval_split, "valid or test")->check(CLI::IsMember({"valid", "test"}))->capture_default_str();
+  eval->add_option("--set", eval_overrides, "Override an eval key, e.g. eval.exclude_seen=true (repeatable)");
+
+  std::string rec_run, rec_user, rec_history;
+  RecommendRequest rec_req;
+  auto* recommend = app.add_subcommand("recommend", "Top-K items for a user or an ad-hoc history; JSON on stdout");
+  recommend->add_option("--run", rec_run, "Run directory")->required();
+  auto* opt_user = recommend->add_option("--user", rec_user, "Raw user id: recommend after its whole history");
+  auto* opt_hist = recommend->add_option("--history", rec_history, "Raw item ids, oldest first, comma-separated");
+  opt_user->excludes(opt_hist);
+  recommend->add_option("--k", rec_req.k, "Number of items")->capture_default_str();
+  recommend->add_flag("--exclude-seen", rec_req.exclude_seen, "Leave out items already in the history");
+
+  DemoArgs demo_args;
+  std::string demo_out = demo_args.out.string();
+  auto* demo = app.add_subcommand("demo", "Generate data, train and evaluate baselines, and recommend, in one go");
+  demo->add_option("--out", demo_out, "Folder for the demo's dataset and runs (replaced if made by a previous demo)")->capture_default_str();
+  demo->add_option("--users", demo_args.users, "Users to generate")->capture_default_str();
+  demo->add_option("--items", demo_args.items, "Items to generate")->capture_default_str();
+  demo->add_option("--seed", demo_args.seed, "Random seed")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitBadInput;
+  }
+
+  if (quiet) log_level = "warn";
+  set_log_level(log_level == "debug" ? LogLevel::Debug
+                : log_level == "warn" ? LogLevel::Warn
+                : log_level == "error" ? LogLevel::Error
+                                       : LogLevel::Info);
+  set_log_sink([](LogLevel lvl, const std::string& msg) { std::fprintf(stderr, "[%s] %s\n", log_level_name(lvl), msg.c_str()); });
+  ProgressCallback progress = cli::make_progress_bar(quiet);
+
+  try {
+    if (*import) {
+      if (ids == "auto") imp.reader.ids = default_id_kind(imp.reader.format);
+      else imp.reader.ids = ids == "numeric" ? IdKind::Numeric : IdKind::String;
+      imp.reader.explicit_time_col = time_col->count() > 0;
+      imp.reader.explicit_rating_col = rating_col->count() > 0;
+      imp.reader.explicit_action_col = action_col->count() > 0;
+      (void)user_col;
+      (void)item_col;
+      imp.reader.header = !no_header;
+      if (k_core > 0) {
+        imp.cleaning.k_core_users = std::max(imp.cleaning.k_core_users, k_core);
+        imp.cleaning.k_core_items = std::max(imp.cleaning.k_core_items, k_core);
+      }
+      for (const auto& p : inputs) imp.inputs.emplace_back(p);
+      for (const auto& p : item_files) imp.item_files.emplace_back(p);
+      // Check the destination before reading anything.
+      std::error_code ec;
+      if (fs::exists(out_dir, ec) && !force) throw InvalidInput(out_dir + ": already exists (use --force to replace it)");
+      Dataset ds = import_dataset(imp, progress);
+      save_dataset(ds, out_dir, force);
+      nlohmann::json summary = dataset_stats(ds);
+      summary["dataset"] = out_dir;
+      summary["import"] = ds.provenance["report"];
+      print_json(summary);
+    } else if (*stats) {
+      print_json(dataset_stats(load_dataset(stats_dir)));
+    } else if (*generate) {
+      std::error_code ec;
+      if (fs::exists(gen_out, ec) && !force) throw InvalidInput(gen_out + ": already exists (use --force to replace it)");
+      Dataset ds = generate_dataset(gen, progress);
+      save_dataset(ds, gen_out, force);
+      nlohmann::json summary = dataset_stats(ds);
+      summary["dataset"] = gen_out;
+      print_json(summary);
+    } else if (*train) {
+      train_req.config_path = train_config;
+      if (!train_data.empty()) train_req.data = fs::path(train_data);
+      train_req.out = train_out;
+      TrainResult r = train_run(train_req, progress);
+      nlohmann::json j = r.test.to_json();
+      j["run"] = r.run_dir.string();
+      j["valid"] = r.valid.metrics;
+      print_json(j);
+    } else if (*eval) {
+      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress).to_json());
+    } else if (*recommend) {
+      if (opt_user->count() > 0) rec_req.user = rec_user;
+      if (opt_hist->count() > 0) rec_req.history = split_commas(rec_history);
+      if (!rec_req.user && !rec_req.history) throw InvalidInput("recommend: give --user or --history");
+      print_json(recommend_run(rec_run, rec_req));
+    } else if (*demo) {
+      demo_args.out = demo_out;
+      return run_demo(demo_args, progress);
+    }
+  } catch (const InvalidInput& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitFailure;
+  }
+  return kExitOk;
+}

@@ -1,0 +1,69 @@
+// The interface every model implements, its factory, and checkpoint files.
+//
+// A Recommender is a Scorer (eval/evaluator.h) that can be fitted on a split's training events
+// and saved. Models are created by name from the [model] table of a run config:
+//   auto model = make_recommender(cfg, ds.n_items());     // reads model.type and model.*
+//   model->fit(TrainContext{ds, split, progress});
+//   save_checkpoint(run / "checkpoints/best.ckpt", *model, ds.items, meta);
+//
+// Checkpoint file: "GRECCKP1", uint32 version, uint32 CRC-32 of the payload, uint64 payload
+// size, then a libtorch archive holding "genrec/meta" (JSON: type, options, genrec version,
+// extra metadata), "genrec/items" (the item vocabulary, one raw id per line) and the model's
+// tensors under "model/...". Written atomically.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/serialize/archive.h>
+
+#include "genrec/core/config.h"
+#include "genrec/core/progress.h"
+#include "genrec/data/dataset.h"
+#include "genrec/data/split.h"
+#include "genrec/eval/evaluator.h"
+
+namespace genrec {
+
+struct TrainContext {
+  const Dataset& ds;
+  const Split& split;
+  ProgressCallback progress;
+};
+
+class Recommender : public Scorer {
+ public:
+  // Registered name, e.g. "pop".
+  virtual std::string type() const = 0;
+  // The options the model was built with (saved with checkpoints).
+  virtual nlohmann::json options() const = 0;
+  // Learns from each user's training events only (split.train_end).
+  virtual void fit(const TrainContext& ctx) = 0;
+  virtual void save(torch::serialize::OutputArchive& archive) const = 0;
+  virtual void load(torch::serialize::InputArchive& archive) = 0;
+};
+
+// Model names make_recommender() accepts.
+const std::vector<std::string>& recommender_types();
+
+// Builds the model named by cfg "model.type", reading its "model.*" options.
+std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items);
+// Rebuilds a model from saved options (checkpoint loading).
+std::unique_ptr<Recommender> make_recommender(const std::string& type, const nlohmann::json& options,
+                                              int32_t n_items);
+
+void save_checkpoint(const std::filesystem::path& path, const Recommender& model, const Vocabulary& items,
+                     const nlohmann::json& extra_meta = nlohmann::json::object());
+
+struct LoadedCheckpoint {
+  std::unique_ptr<Recommender> model;
+  Vocabulary items;
+  nlohmann::json meta;
+};
+// Throws InvalidInput naming the file when it is missing, truncated or fails its checksum.
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
+
+}  // namespace genrec

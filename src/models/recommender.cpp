@@ -1,0 +1,113 @@
+#include "genrec/models/recommender.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "genrec/core/error.h"
+#include "genrec/core/io.h"
+#include "genrec/models/baselines.h"
+
+namespace genrec {
+
+namespace {
+constexpr char kCkptMagic[8] = {'G', 'R', 'E', 'C', 'C', 'K', 'P', '1'};
+constexpr uint32_t kCkptVersion = 1;
+constexpr size_t kHeaderSize = 8 + 4 + 4 + 8;
+}  // namespace
+
+const std::vector<std::string>& recommender_types() {
+  static const std::vector<std::string> types = {"pop", "markov"};
+  return types;
+}
+
+std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
+  std::string type = cfg.get_string("model.type", "markov");
+  nlohmann::json options = nlohmann::json::object();
+  if (type == "markov") {
+    options["window"] = cfg.get_int("model.window", 1);
+    options["decay"] = cfg.get_double("model.decay", 0.5);
+    options["pop_weight"] = cfg.get_double("model.pop_weight", 1e-3);
+  }
+  return make_recommender(type, options, n_items);
+}
+
+std::unique_ptr<Recommender> make_recommender(const std::string& type, const nlohmann::json& options,
+                                              int32_t n_items) {
+  if (n_items < 1) throw InvalidInput("model: the dataset has no items");
+  if (type == "pop") return std::make_unique<PopRecommender>(n_items);
+  if (type == "markov") {
+    MarkovOptions o;
+    o.window = options.value("window", o.window);
+    o.decay = options.value("decay", o.decay);
+    o.pop_weight = options.value("pop_weight", o.pop_weight);
+    return std::make_unique<MarkovRecommender>(n_items, o);
+  }
+  std::string known;
+  for (const auto& t : recommender_types()) known += (known.empty() ? "" : ", ") + t;
+  throw InvalidInput("model.type: unknown model '" + type + "' (known: " + known + ")");
+}
+
+void save_checkpoint(const std::filesystem::path& path, const Recommender& model, const Vocabulary& items,
+                     const nlohmann::json& extra_meta) {
+  torch::serialize::OutputArchive archive;
+  nlohmann::json meta = {{"type", model.type()},
+                         {"options", model.options()},
+                         {"n_items", model.n_items()},
+                         {"genrec_version", GENREC_VERSION},
+                         {"extra", extra_meta}};
+  archive.write("genrec/meta", c10::IValue(meta.dump()));
+  archive.write("genrec/items", c10::IValue(items.serialize()));
+  model.save(archive);
+  std::ostringstream payload_stream;
+  archive.save_to(payload_stream);
+  std::string payload = payload_stream.str();
+  std::string out;
+  out.reserve(kHeaderSize + payload.size());
+  out.append(kCkptMagic, 8);
+  uint32_t version = kCkptVersion, crc = crc32_of(payload);
+  uint64_t size = payload.size();
+  out.append(reinterpret_cast<const char*>(&version), 4);
+  out.append(reinterpret_cast<const char*>(&crc), 4);
+  out.append(reinterpret_cast<const char*>(&size), 8);
+  out += payload;
+  std::filesystem::create_directories(path.parent_path());
+  write_file_atomic(path, out);
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
+  std::string data = read_file(path);
+  SourceLocation where{path.string(), 0, ""};
+  if (data.size() < kHeaderSize || std::memcmp(data.data(), kCkptMagic, 8) != 0)
+    throw InvalidInput(where, "not a genrec checkpoint (bad header)");
+  uint32_t version, crc;
+  uint64_t size;
+  std::memcpy(&version, data.data() + 8, 4);
+  std::memcpy(&crc, data.data() + 12, 4);
+  std::memcpy(&size, data.data() + 16, 8);
+  if (version != kCkptVersion) throw InvalidInput(where, "unsupported checkpoint version " + std::to_string(version));
+  if (data.size() - kHeaderSize != size)
+    throw InvalidInput(where, "truncated checkpoint (" + std::to_string(data.size() - kHeaderSize) + " of " +
+                                  std::to_string(size) + " payload bytes)");
+  std::string_view payload(data.data() + kHeaderSize, size);
+  if (crc32_of(payload) != crc) throw InvalidInput(where, "checkpoint checksum mismatch (corrupted file)");
+
+  LoadedCheckpoint out;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(payload.data(), payload.size());
+    c10::IValue meta_v, items_v;
+    archive.read("genrec/meta", meta_v);
+    archive.read("genrec/items", items_v);
+    out.meta = nlohmann::json::parse(meta_v.toStringRef());
+    out.items = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
+    out.model = make_recommender(out.meta.at("type").get<std::string>(), out.meta.at("options"), out.items.size());
+    out.model->load(archive);
+  } catch (const InvalidInput&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw InvalidInput(where, std::string("cannot read checkpoint: ") + e.what());
+  }
+  return out;
+}
+
+}  // namespace genrec

@@ -1,0 +1,225 @@
+#include "genrec/train/runner.h"
+
+#include <ATen/Parallel.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "genrec/core/error.h"
+#include "genrec/core/io.h"
+#include "genrec/core/log.h"
+#include "genrec/data/dataset.h"
+#include "genrec/data/split.h"
+#include "genrec/models/recommender.h"
+
+namespace genrec {
+
+namespace fs = std::filesystem;
+
+void set_threads(int64_t n) {
+  if (n < 0) throw InvalidInput("train.threads must be >= 0 (0 = all cores), got " + std::to_string(n));
+  if (n == 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  at::set_num_threads(static_cast<int>(n));
+}
+
+namespace {
+
+struct RunSettings {
+  fs::path data_path;
+  SplitOptions split;
+  EvalOptions eval;
+  int64_t seed = 42;
+  int64_t threads = 0;
+};
+
+// Reads data.*, eval.* and train.* keys (model.* is read by make_recommender).
+RunSettings read_settings(Config& cfg) {
+  RunSettings s;
+  s.data_path = cfg.get_string("data.path", "");
+  s.split.kind = cfg.get_string("data.split", "leave_one_out");
+  s.split.valid_fraction = cfg.get_double("data.valid_fraction", 0.1);
+  s.split.test_fraction = cfg.get_double("data.test_fraction", 0.1);
+  s.eval.ks = cfg.get_int_list("eval.ks", {5, 10, 20});
+  s.eval.exclude_seen = cfg.get_bool("eval.exclude_seen", false);
+  s.eval.batch_size = cfg.get_int("eval.batch_size", 256);
+  s.eval.negatives = cfg.get_int("eval.negatives", 0);
+  s.eval.negative_sampling = cfg.get_string("eval.negative_sampling", "uniform");
+  s.eval.seed = static_cast<uint64_t>(cfg.get_int("eval.seed", 2024));
+  s.seed = cfg.get_int("train.seed", 42);
+  s.threads = cfg.get_int("train.threads", 0);
+  return s;
+}
+
+nlohmann::json with_time(const EvalResult& r) {
+  nlohmann::json j = r.to_json();
+  j["seconds"] = r.seconds;
+  return j;
+}
+
+void append_line(const fs::path& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  out << line << "\n";
+  if (!out) throw IOError(path.string() + ": cannot append");
+}
+
+Config load_run_config(const fs::path& run_dir, const std::vector<std::string>& overrides) {
+  fs::path cfg_path = run_dir / "config.toml";
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) throw InvalidInput(SourceLocation{run_dir.string(), 0, ""}, "run directory not found");
+  return Config::load(cfg_path.string(), overrides);
+}
+
+}  // namespace
+
+TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress) {
+  Config cfg = req.config_path.empty() ? Config::parse(req.config_text, "<built-in config>")
+                                       : Config::load(req.config_path.string(), req.overrides);
+  if (req.config_path.empty())
+    for (const auto& o : req.overrides) cfg.set_override(o);
+  if (req.data) cfg.set_override("data.path=\"" + fs::absolute(*req.data).lexically_normal().string() + "\"");
+  RunSettings s = read_settings(cfg);
+  if (s.data_path.empty()) throw InvalidInput(cfg.source() + ": no dataset: set data.path or pass --data");
+  // Absolute data path in the saved config, so eval/recommend work from any directory.
+  s.data_path = fs::absolute(s.data_path).lexically_normal();
+  cfg.set_override("data.path=\"" + s.data_path.string() + "\"");
+
+  set_threads(s.threads);
+  torch::manual_seed(static_cast<uint64_t>(s.seed));
+
+  Dataset ds;
+  try {
+    ds = load_dataset(s.data_path);
+  } catch (...) {
+    rethrow_with_stage("loading dataset");
+  }
+  Split split = make_split(ds, s.split);
+  auto model = make_recommender(cfg, ds.n_items());
+  cfg.check_unused();  // every key of the file is known by now
+  if (split.n_targets(SplitPart::Valid) == 0 || split.n_targets(SplitPart::Test) == 0)
+    throw InvalidInput(s.data_path.string() + ": the split leaves no validation or test users");
+
+  // Prepare the run directory: refuse to clobber unless asked.
+  std::error_code ec;
+  if (fs::exists(req.out, ec)) {
+    if (!req.overwrite && !fs::is_empty(req.out, ec))
+      throw InvalidInput(req.out.string() + ": run directory exists and is not empty (use --force to replace it)");
+    if (req.overwrite) fs::remove_all(req.out, ec);
+  }
+  fs::create_directories(req.out / "checkpoints", ec);
+  if (ec) throw IOError(req.out.string() + ": cannot create run directory: " + ec.message());
+  write_file_atomic(req.out / "config.toml", cfg.resolved_toml());
+  fs::path log_path = req.out / "train_log.jsonl";
+  write_file_atomic(log_path, "");
+
+  GENREC_LOG_INFO("training %s on %s: %d users, %d items, %lld train events", model->type().c_str(),
+                  s.data_path.string().c_str(), ds.n_users(), ds.n_items(),
+                  static_cast<long long>(split.n_train_events()));
+  auto t0 = std::chrono::steady_clock::now();
+  model->fit(TrainContext{ds, split, progress});
+  double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
+  save_checkpoint(req.out / "checkpoints" / "last.ckpt", *model, ds.items, meta);
+  TrainResult result;
+  result.run_dir = req.out;
+  result.train_seconds = train_s;
+  result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
+  nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};
+  append_line(log_path, line.dump());
+  // Non-iterative models have one candidate checkpoint: it is both best and last.
+  save_checkpoint(req.out / "checkpoints" / "best.ckpt", *model, ds.items, meta);
+
+  result.test = evaluate(*model, ds, split, SplitPart::Test, s.eval, progress);
+  nlohmann::json metrics = result.test.to_json();
+  metrics["model"] = model->type();
+  metrics["best_epoch"] = 0;
+  metrics["train_seconds"] = train_s;
+  metrics["valid"] = result.valid.metrics;
+  write_file_atomic(req.out / "metrics.json", metrics.dump(2) + "\n");
+  GENREC_LOG_INFO("%s: test recall@10 %.4f ndcg@10 %.4f (%lld users)", model->type().c_str(),
+                  result.test.metrics.count("recall@10") ? result.test.metrics.at("recall@10") : -1.0,
+                  result.test.metrics.count("ndcg@10") ? result.test.metrics.at("ndcg@10") : -1.0,
+                  static_cast<long long>(result.test.n_users));
+  return result;
+}
+
+EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
+                    const ProgressCallback& progress) {
+  Config cfg = load_run_config(run_dir, overrides);
+  RunSettings s = read_settings(cfg);
+  set_threads(s.threads);
+  Dataset ds;
+  try {
+    ds = load_dataset(s.data_path, LoadOptions{false, true});
+  } catch (...) {
+    rethrow_with_stage("loading dataset of run " + run_dir.string());
+  }
+  LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  if (ckpt.items.size() != ds.n_items())
+    throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
+                       " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
+  Split split = make_split(ds, s.split);
+  return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
+}
+
+nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& req) {
+  if (req.user.has_value() == req.history.has_value())
+    throw InvalidInput("recommend: give exactly one of --user and --history");
+  if (req.k < 1) throw InvalidInput("recommend: --k must be >= 1");
+  Config cfg = load_run_config(run_dir, {});
+  RunSettings s = read_settings(cfg);
+  set_threads(s.threads);
+  LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  const Vocabulary& items = ckpt.items;
+
+  std::vector<int32_t> hist_items;
+  std::vector<int64_t> hist_ts;
+  History h;
+  Dataset ds;
+  if (req.user) {
+    ds = load_dataset(s.data_path, LoadOptions{false, true});
+    auto u = ds.users.find(*req.user);
+    if (!u) throw InvalidInput("recommend: unknown user '" + *req.user + "' in dataset " + s.data_path.string());
+    UserEvents ev = ds.user(*u);
+    hist_items.assign(ev.items, ev.items + ev.size);
+    if (ev.timestamps) hist_ts.assign(ev.timestamps, ev.timestamps + ev.size);
+    h.user = *u;
+  } else {
+    std::string unknown;
+    for (const auto& raw : *req.history) {
+      auto id = items.find(raw);
+      if (!id) {
+        unknown += (unknown.empty() ? "" : ", ") + raw;
+        continue;
+      }
+      hist_items.push_back(*id);
+    }
+    if (!unknown.empty()) throw InvalidInput("recommend: unknown item id(s) in --history: " + unknown);
+  }
+  h.items = hist_items.data();
+  h.timestamps = hist_ts.empty() ? nullptr : hist_ts.data();
+  h.size = static_cast<int64_t>(hist_items.size());
+
+  torch::Tensor scores = ckpt.model->score({h}).to(torch::kCPU, torch::kFloat).contiguous();
+  std::vector<uint8_t> exclude;
+  if (req.exclude_seen) {
+    exclude.assign(static_cast<size_t>(items.size()) + 1, 0);
+    for (int32_t it : hist_items) exclude[static_cast<size_t>(it)] = 1;
+  }
+  const float* row = scores.data_ptr<float>();
+  auto top = top_k_items(row, items.size(), req.k, exclude.empty() ? nullptr : exclude.data());
+  nlohmann::json out;
+  out["user"] = req.user ? nlohmann::json(*req.user) : nlohmann::json(nullptr);
+  out["history_length"] = h.size;
+  out["model"] = ckpt.meta.value("type", "");
+  out["exclude_seen"] = req.exclude_seen;
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t r = 0; r < top.size(); ++r)
+    list.push_back({{"rank", r + 1}, {"item", items.raw(top[r])}, {"score", row[top[r]]}});
+  out["items"] = list;
+  return out;
+}
+
+}  // namespace genrec
