@@ -153,8 +153,8 @@ int main(int argc, char** argv) {
   import->add_option("--ids", ids, "Id kind: numeric (non-negative integers, sorted by value) or string; auto = numeric for s3rec/sasrec/movielens/ml-100k, string otherwise")
       ->check(CLI::IsMember({"auto", "numeric", "string"}))
       ->capture_default_str();
-  auto* user_col = import->add_option("--user-col", imp.reader.user_col, "csv/tsv/jsonl: user column (name, or 1-based number with --no-header)")->capture_default_str();
-  auto* item_col = import->add_option("--item-col", imp.reader.item_col, "csv/tsv/jsonl: item column")->capture_default_str();
+  auto* user_col = import->add_option("--user-col", imp.reader.user_col, "csv/tsv/jsonl: user column (name, or 1-based number with --no-header, default 1 then)")->capture_default_str();
+  auto* item_col = import->add_option("--item-col", imp.reader.item_col, "csv/tsv/jsonl: item column (default 2 with --no-header)")->capture_default_str();
   auto* time_col = import->add_option("--time-col", imp.reader.time_col, "csv/tsv/jsonl: timestamp column (epoch seconds or ISO-8601); optional")->capture_default_str();
   auto* rating_col = import->add_option("--rating-col", imp.reader.rating_col, "csv/tsv/jsonl: rating column; optional")->capture_default_str();
   auto* action_col = import->add_option("--action-col", imp.reader.action_col, "csv/tsv/jsonl: action column; optional")->capture_default_str();
@@ -246,9 +246,12 @@ int main(int argc, char** argv) {
       imp.reader.explicit_time_col = time_col->count() > 0;
       imp.reader.explicit_rating_col = rating_col->count() > 0;
       imp.reader.explicit_action_col = action_col->count() > 0;
-      (void)user_col;
-      (void)item_col;
       imp.reader.header = !no_header;
+      if (no_header) {
+        // Without a header, columns are numbered; default to user in column 1, item in 2.
+        if (user_col->count() == 0) imp.reader.user_col = "1";
+        if (item_col->count() == 0) imp.reader.item_col = "2";
+      }
       if (k_core > 0) {
         imp.cleaning.k_core_users = std::max(imp.cleaning.k_core_users, k_core);
         imp.cleaning.k_core_items = std::max(imp.cleaning.k_core_items, k_core);
