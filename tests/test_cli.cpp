@@ -140,6 +140,20 @@ TEST(Cli, BadInputIsRejectedWithFileLineAndNothingWritten) {
   EXPECT_NE(r.err.find("skipped 1 bad rows"), std::string::npos) << r.err;
 }
 
+TEST(Cli, ImportIsDeterministic) {
+  TempDir tmp;
+  write_text(tmp / "log.csv",
+             "user_id,item_id,timestamp,rating\n"
+             "u2,b,5,4\nu1,a,3,5\nu1,c,3,1\nu2,a,1,2\n\"u 3\",\"x,y\",2,3\nu1,b,1,4\n");
+  for (const char* name : {"a", "b"})
+    ASSERT_EQ(run_cli("-q data import --format csv --input " + q(tmp / "log.csv") + " --out " + q(tmp / name)).exit_code, 0);
+  for (const char* f : {"manifest.json", "users.vocab", "items.vocab", "events.bin"})
+    EXPECT_EQ(genrec::test::read_text(tmp / "a" / f), genrec::test::read_text(tmp / "b" / f)) << f;
+  // String ids sort lexicographically; u1's events sort by time with the tie (t=3) in input order.
+  EXPECT_EQ(genrec::test::read_text(tmp / "a" / "users.vocab"), "u 3\nu1\nu2\n");
+  EXPECT_EQ(genrec::test::read_text(tmp / "a" / "items.vocab"), "a\nb\nc\nx,y\n");
+}
+
 TEST(Cli, CorruptedDatasetIsRejected) {
   TempDir tmp;
   ASSERT_EQ(run_cli("-q data generate --out " + q(tmp / "data") + " --users 50 --items 40").exit_code, 0);
