@@ -131,6 +131,9 @@ TEST(Cli, BadInputIsRejectedWithFileLineAndNothingWritten) {
   write_text(tmp / "log.csv", "user_id,item_id,timestamp\nu1,i1,100\nu1,i2,not-a-time\n");
   expect_import_fails(tmp, "--format csv --input " + q(tmp / "log.csv"), "log.csv:3");
 
+  // Cleaning that removes everything is an error, not an empty dataset.
+  expect_import_fails(tmp, "--format s3rec --input " + q(tmp / "ok.txt") + " --k-core 5", "no interactions left");
+
   // --skip-bad-rows keeps the good rows and reports what it skipped.
   auto r = run_cli("-q data import --format s3rec --input " + q(tmp / "ids.txt") + " --skip-bad-rows --out " + q(tmp / "skipped"));
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -244,7 +244,16 @@ Dataset import_dataset(const ImportOptions& options, const ProgressCallback& pro
     GENREC_LOG_WARN("skipped %lld bad rows (first: %s)", static_cast<long long>(log.rows_skipped),
                     log.skip_examples.empty() ? "" : log.skip_examples.front().c_str());
   nlohmann::json report;
+  const int64_t rows_read = log.n_rows();
   Dataset ds = build_dataset(std::move(log), side, options.cleaning, options.reader.ids, report);
+  if (ds.n_events() == 0)
+    throw InvalidInput("import: no interactions left (" + std::to_string(rows_read) +
+                       " rows read; cleaning removed " +
+                       std::to_string(report.value("dropped_below_min_rating", int64_t{0}) +
+                                      report.value("dropped_duplicates", int64_t{0}) +
+                                      report.value("dropped_by_k_core", int64_t{0}) +
+                                      report.value("dropped_short_sequences", int64_t{0})) +
+                       "); relax --min-rating, --k-core or --min-seq-len");
   nlohmann::json inputs = nlohmann::json::array(), items = nlohmann::json::array();
   for (const auto& p : options.inputs) inputs.push_back(p.string());
   for (const auto& p : options.item_files) items.push_back(p.string());

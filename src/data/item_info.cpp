@@ -12,35 +12,16 @@
 #include "genrec/core/error.h"
 #include "genrec/core/io.h"
 #include "genrec/data/import.h"
+#include "text_util.h"
 
 namespace genrec {
 
 namespace {
 
+using namespace detail;
+
 using json = nlohmann::json;
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'; }
-
-bool is_blank(std::string_view s) {
-  for (char c : s)
-    if (!is_space(c)) return false;
-  return true;
-}
-
-std::string strip_json_prefix(const std::string& what) {
-  if (!what.empty() && what[0] == '[') {
-    size_t close = what.find("] ");
-    if (close != std::string::npos) return what.substr(close + 2);
-  }
-  return what;
-}
-
-std::string_view strip_bom(std::string_view s) {
-  if (s.size() >= 3 && std::memcmp(s.data(), "\xEF\xBB\xBF", 3) == 0) s.remove_prefix(3);
-  return s;
-}
-
-// Skips one JSON string starting at s[p] == '"'; returns its raw contents (escapes kept).
 std::string_view skip_json_string(std::string_view s, size_t& p) {
   size_t start = ++p;
   while (p < s.size() && s[p] != '"') {
