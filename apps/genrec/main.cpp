@@ -121,6 +121,7 @@ int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  configure_allocator_for_tensors();
   CLI::App app{"genrec: generative recommendation engine (train, evaluate and serve sequence recommenders)", "genrec"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("genrec ") + GENREC_VERSION);
@@ -193,11 +194,12 @@ int main(int argc, char** argv) {
   TrainRequest train_req;
   std::string train_config, train_data, train_out;
   auto* train = app.add_subcommand("train", "Train a model from a TOML config; writes a run directory");
-  train->add_option("--config", train_config, "TOML config (see configs/)")->required()->check(CLI::ExistingFile);
+  auto* train_config_opt = train->add_option("--config", train_config, "TOML config (see configs/); not with --resume")->check(CLI::ExistingFile);
   train->add_option("--data", train_data, "Dataset directory (overrides data.path)");
   train->add_option("--set", train_req.overrides, "Override a config key: key=value (repeatable)");
   train->add_option("--out", train_out, "Run directory to create")->required();
   train->add_flag("--force", train_req.overwrite, "Replace an existing run directory");
+  train->add_flag("--resume", train_req.resume, "Continue the run in --out from its last checkpoint, with its saved config");
 
   std::string eval_run_dir, eval_split = "test";
   std::vector<std::string> eval_overrides;
@@ -278,6 +280,8 @@ int main(int argc, char** argv) {
       summary["dataset"] = gen_out;
       print_json(summary);
     } else if (*train) {
+      if (train_req.resume == (train_config_opt->count() > 0))
+        throw InvalidInput("train: give --config for a new run, or --resume to continue one (not both)");
       train_req.config_path = train_config;
       if (!train_data.empty()) train_req.data = fs::path(train_data);
       train_req.out = train_out;

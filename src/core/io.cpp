@@ -209,3 +209,13 @@ bool LineReader::next(std::string_view& line) {
 }
 
 }  // namespace genrec
+
+#include <malloc.h>
+
+namespace genrec {
+void configure_allocator_for_tensors() {
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);  // glibc's maximum: blocks below it come from the heap
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+  mallopt(M_TOP_PAD, 64 * 1024 * 1024);
+}
+}  // namespace genrec

@@ -6,6 +6,7 @@
 #include "genrec/core/error.h"
 #include "genrec/core/io.h"
 #include "genrec/models/baselines.h"
+#include "genrec/models/sequential.h"
 
 namespace genrec {
 
@@ -16,7 +17,7 @@ constexpr size_t kHeaderSize = 8 + 4 + 4 + 8;
 }  // namespace
 
 const std::vector<std::string>& recommender_types() {
-  static const std::vector<std::string> types = {"pop", "markov"};
+  static const std::vector<std::string> types = {"pop", "markov", "sasrec", "hstu"};
   return types;
 }
 
@@ -27,6 +28,36 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     options["window"] = cfg.get_int("model.window", 1);
     options["decay"] = cfg.get_double("model.decay", 0.5);
     options["pop_weight"] = cfg.get_double("model.pop_weight", 1e-3);
+  } else if (type == "sasrec" || type == "hstu") {
+    SequentialOptions d;
+    d.encoder = type;
+    options = d.to_json();
+    options["d_model"] = cfg.get_int("model.d_model", d.d_model);
+    options["max_len"] = cfg.get_int("model.max_len", d.max_len);
+    options["n_blocks"] = cfg.get_int("model.n_blocks", d.n_blocks);
+    options["n_heads"] = cfg.get_int("model.n_heads", d.n_heads);
+    options["dropout"] = cfg.get_double("model.dropout", d.dropout);
+    if (type == "hstu") {
+      options["d_qk"] = cfg.get_int("model.d_qk", d.d_qk);
+      options["d_v"] = cfg.get_int("model.d_v", d.d_v);
+      options["time_bias"] = cfg.get_bool("model.time_bias", d.time_bias);
+    }
+    options["loss"] = cfg.get_string("model.loss", d.loss);
+    options["negatives"] = cfg.get_int("model.negatives", d.negatives);
+    options["in_batch"] = cfg.get_bool("model.in_batch", d.in_batch);
+    options["temperature"] = cfg.get_double("model.temperature", d.temperature);
+    options["l2_norm"] = cfg.get_bool("model.l2_norm", d.l2_norm);
+    options["epochs"] = cfg.get_int("train.epochs", d.epochs);
+    options["batch_size"] = cfg.get_int("train.batch_size", d.batch_size);
+    options["lr"] = cfg.get_double("train.lr", d.lr);
+    options["weight_decay"] = cfg.get_double("train.weight_decay", d.weight_decay);
+    options["warmup_steps"] = cfg.get_int("train.warmup_steps", d.warmup_steps);
+    options["lr_schedule"] = cfg.get_string("train.lr_schedule", d.lr_schedule);
+    options["grad_clip"] = cfg.get_double("train.grad_clip", d.grad_clip);
+    options["eval_every"] = cfg.get_int("train.eval_every", d.eval_every);
+    options["patience"] = cfg.get_int("train.patience", d.patience);
+    options["metric"] = cfg.get_string("train.metric", d.metric);
+    options["seed"] = cfg.get_int("train.seed", d.seed);
   }
   return make_recommender(type, options, n_items);
 }
@@ -41,6 +72,11 @@ std::unique_ptr<Recommender> make_recommender(const std::string& type, const nlo
     o.decay = options.value("decay", o.decay);
     o.pop_weight = options.value("pop_weight", o.pop_weight);
     return std::make_unique<MarkovRecommender>(n_items, o);
+  }
+  if (type == "sasrec" || type == "hstu") {
+    SequentialOptions o = SequentialOptions::from_json(options);
+    o.encoder = type;
+    return std::make_unique<SequentialRecommender>(n_items, o);
   }
   std::string known;
   for (const auto& t : recommender_types()) known += (known.empty() ? "" : ", ") + t;

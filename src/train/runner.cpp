@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/utils.h>
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -22,6 +24,12 @@ void set_threads(int64_t n) {
   if (n < 0) throw InvalidInput("train.threads must be >= 0 (0 = all cores), got " + std::to_string(n));
   if (n == 0) n = std::max<int64_t>(1, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(n));
+  // ATen parallelises across its own threads; an OpenBLAS that also starts one thread per core
+  // inside each call oversubscribes the cores (measured 2-3x slower training steps on 2 cores).
+  // Keep BLAS calls single-threaded when the BLAS is OpenBLAS (looked up at run time, so other
+  // BLAS builds are left alone).
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(1);
 }
 
 namespace {
@@ -74,9 +82,13 @@ Config load_run_config(const fs::path& run_dir, const std::vector<std::string>& 
 }  // namespace
 
 TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress) {
-  Config cfg = req.config_path.empty() ? Config::parse(req.config_text, "<built-in config>")
-                                       : Config::load(req.config_path.string(), req.overrides);
-  if (req.config_path.empty())
+  // A resumed run takes its configuration from the run directory.
+  Config cfg = req.resume ? load_run_config(req.out, {})
+               : req.config_path.empty() ? Config::parse(req.config_text, "<built-in config>")
+                                         : Config::load(req.config_path.string(), req.overrides);
+  if (req.resume && (!req.overrides.empty() || req.data))
+    throw InvalidInput("--resume continues a run with its saved config; --set and --data are not allowed with it");
+  if (req.config_path.empty() && !req.resume)
     for (const auto& o : req.overrides) cfg.set_override(o);
   if (req.data) cfg.set_override("data.path=\"" + fs::absolute(*req.data).lexically_normal().string() + "\"");
   RunSettings s = read_settings(cfg);
@@ -100,41 +112,83 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   if (split.n_targets(SplitPart::Valid) == 0 || split.n_targets(SplitPart::Test) == 0)
     throw InvalidInput(s.data_path.string() + ": the split leaves no validation or test users");
 
-  // Prepare the run directory: refuse to clobber unless asked.
+  const fs::path log_path = req.out / "train_log.jsonl";
+  const fs::path last_path = req.out / "checkpoints" / "last.ckpt";
+  const fs::path best_path = req.out / "checkpoints" / "best.ckpt";
   std::error_code ec;
-  if (fs::exists(req.out, ec)) {
-    if (!req.overwrite && !fs::is_empty(req.out, ec))
-      throw InvalidInput(req.out.string() + ": run directory exists and is not empty (use --force to replace it)");
-    if (req.overwrite) fs::remove_all(req.out, ec);
+  if (req.resume) {
+    if (!fs::exists(last_path, ec))
+      throw InvalidInput(last_path.string() + ": no checkpoint to resume from");
+    LoadedCheckpoint last = load_checkpoint(last_path);
+    if (last.items.size() != ds.n_items())
+      throw InvalidInput(last_path.string() + ": checkpoint and dataset disagree on the item count");
+    model = std::move(last.model);
+    // Keep the log lines the checkpoint has seen; later ones are redone.
+    const int64_t done = last.meta.value("extra", nlohmann::json::object()).value("epoch", int64_t{0});
+    std::string kept, text = fs::exists(log_path, ec) ? read_file(log_path) : "";
+    LineReader lines(text);
+    std::string_view line;
+    while (lines.next(line))
+      if (!line.empty() && nlohmann::json::parse(line).value("epoch", int64_t{0}) <= done) kept += std::string(line) + "\n";
+    write_file_atomic(log_path, kept);
+    GENREC_LOG_INFO("resuming %s from epoch %lld", model->type().c_str(), static_cast<long long>(done));
+  } else {
+    // Prepare the run directory: refuse to clobber unless asked.
+    if (fs::exists(req.out, ec)) {
+      if (!req.overwrite && !fs::is_empty(req.out, ec))
+        throw InvalidInput(req.out.string() + ": run directory exists and is not empty (use --force to replace it, or --resume)");
+      if (req.overwrite) fs::remove_all(req.out, ec);
+    }
+    fs::create_directories(req.out / "checkpoints", ec);
+    if (ec) throw IOError(req.out.string() + ": cannot create run directory: " + ec.message());
+    write_file_atomic(req.out / "config.toml", cfg.resolved_toml());
+    write_file_atomic(log_path, "");
   }
-  fs::create_directories(req.out / "checkpoints", ec);
-  if (ec) throw IOError(req.out.string() + ": cannot create run directory: " + ec.message());
-  write_file_atomic(req.out / "config.toml", cfg.resolved_toml());
-  fs::path log_path = req.out / "train_log.jsonl";
-  write_file_atomic(log_path, "");
 
   GENREC_LOG_INFO("training %s on %s: %d users, %d items, %lld train events", model->type().c_str(),
                   s.data_path.string().c_str(), ds.n_users(), ds.n_items(),
                   static_cast<long long>(split.n_train_events()));
   auto t0 = std::chrono::steady_clock::now();
-  model->fit(TrainContext{ds, split, progress});
+  TrainContext ctx{ds, split, progress, &s.eval, nullptr};
+  int64_t best_epoch = 0;
+  // Log line first, then checkpoints: a run killed in between redoes that epoch on resume.
+  ctx.on_validation = [&](const Recommender& m, const nlohmann::json& line, bool is_best) {
+    append_line(log_path, line.dump());
+    nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
+    if (is_best) save_checkpoint(best_path, m, ds.items, meta);
+    save_checkpoint(last_path, m, ds.items, meta);
+    if (is_best) best_epoch = line.value("epoch", int64_t{0});
+  };
+  model->fit(ctx);
   double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
-  save_checkpoint(req.out / "checkpoints" / "last.ckpt", *model, ds.items, meta);
   TrainResult result;
   result.run_dir = req.out;
   result.train_seconds = train_s;
+  // The model now holds its best weights.
   result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
-  nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};
-  append_line(log_path, line.dump());
-  // Non-iterative models have one candidate checkpoint: it is both best and last.
-  save_checkpoint(req.out / "checkpoints" / "best.ckpt", *model, ds.items, meta);
+  if (!model->iterative()) {
+    nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
+    nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};
+    append_line(log_path, line.dump());
+    // Non-iterative models have one candidate checkpoint: it is both best and last.
+    save_checkpoint(last_path, *model, ds.items, meta);
+    save_checkpoint(best_path, *model, ds.items, meta);
+  } else {
+    std::string text = read_file(log_path);
+    LineReader all(text);
+    std::string_view line;
+    while (all.next(line)) {
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line);
+      if (j.value("best", false)) best_epoch = j.value("epoch", int64_t{0});
+    }
+  }
 
   result.test = evaluate(*model, ds, split, SplitPart::Test, s.eval, progress);
   nlohmann::json metrics = result.test.to_json();
   metrics["model"] = model->type();
-  metrics["best_epoch"] = 0;
+  metrics["best_epoch"] = best_epoch;
   metrics["train_seconds"] = train_s;
   metrics["valid"] = result.valid.metrics;
   write_file_atomic(req.out / "metrics.json", metrics.dump(2) + "\n");

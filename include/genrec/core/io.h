@@ -70,3 +70,10 @@ class LineReader {
 };
 
 }  // namespace genrec
+
+namespace genrec {
+// Tunes glibc malloc for tensor workloads: large blocks are kept and reused instead of being
+// returned to the OS and faulted in again on every training step (costly in VMs). Programs
+// (the CLI, benchmarks) call this once at start-up; the library never does it behind their back.
+void configure_allocator_for_tensors();
+}  // namespace genrec

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,10 +29,17 @@
 
 namespace genrec {
 
+class Recommender;
+
+// What fit() gets. Iterative models evaluate on the validation split every few epochs with
+// `eval` and report each evaluation through `on_validation` (the runner writes train_log.jsonl
+// and the best / last checkpoints there).
 struct TrainContext {
   const Dataset& ds;
   const Split& split;
   ProgressCallback progress;
+  const EvalOptions* eval = nullptr;
+  std::function<void(const Recommender& model, const nlohmann::json& log_line, bool is_best)> on_validation;
 };
 
 class Recommender : public Scorer {
@@ -40,8 +48,12 @@ class Recommender : public Scorer {
   virtual std::string type() const = 0;
   // The options the model was built with (saved with checkpoints).
   virtual nlohmann::json options() const = 0;
-  // Learns from each user's training events only (split.train_end).
+  // Learns from each user's training events only (split.train_end). A model loaded from a
+  // checkpoint that holds training state (see save()) continues where it stopped; at the end the
+  // model holds its best weights.
   virtual void fit(const TrainContext& ctx) = 0;
+  // Whether fit() iterates with validation (then best and last checkpoints differ).
+  virtual bool iterative() const { return false; }
   virtual void save(torch::serialize::OutputArchive& archive) const = 0;
   virtual void load(torch::serialize::InputArchive& archive) = 0;
 };

@@ -36,6 +36,7 @@ struct TrainRequest {
   std::optional<std::filesystem::path> data;  // overrides data.path
   std::filesystem::path out;                // run directory
   bool overwrite = false;                   // replace an existing run directory
+  bool resume = false;                      // continue `out` from checkpoints/last.ckpt with its config
 };
 
 struct TrainResult {

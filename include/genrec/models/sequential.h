@@ -1,0 +1,79 @@
+// Sequential next-item recommenders over item-ID tokens: an item embedding table (the item
+// encoder, kept separate so content features can replace or complement it) feeding a causal
+// sequence encoder (SASRec or HSTU), scored by inner product with the item table.
+//
+// Training (fit): each user's training prefix, truncated to its last max_len + 1 items, gives
+// max_len next-item targets. Batches are built from users of similar length (length
+// bucketing: a batch is padded to its own longest row, never to max_len) and the loss sees only
+// valid positions. Losses: full softmax, sampled softmax (uniform and/or in-batch negatives
+// with log-Q correction), BCE with one negative. AdamW with linear warm-up and optional cosine
+// decay, gradient clipping, validation every eval_every epochs, early stopping on
+// valid ndcg@10 (or train.metric) after `patience` evaluations without improvement.
+// Deterministic for a seed and thread count: batch order and dropout are seeded per epoch,
+// so a run resumed from its last checkpoint ends where an uninterrupted one would.
+#pragma once
+
+#include <memory>
+
+#include "genrec/models/recommender.h"
+#include "genrec/nn/encoder.h"
+
+namespace genrec {
+
+struct SequentialOptions {
+  std::string encoder = "sasrec";  // sasrec | hstu
+  int64_t d_model = 64;            // embedding and hidden size
+  int64_t max_len = 50;            // longest history the model reads
+  int64_t n_blocks = 2;
+  int64_t n_heads = 1;
+  double dropout = 0.2;
+  int64_t d_qk = 0, d_v = 0;       // hstu: per-head sizes (0 = d_model / n_heads)
+  bool time_bias = true;           // hstu: bucketed time-distance bias when the data has timestamps
+  std::string loss = "softmax";    // softmax | sampled_softmax | bce
+  int64_t negatives = 128;         // sampled_softmax: uniform negatives shared by the batch
+  bool in_batch = false;           // sampled_softmax: also the batch's targets, log-Q corrected
+  double temperature = 1.0;        // logits / temperature
+  bool l2_norm = false;            // L2-normalise hidden states and item embeddings
+  // training
+  int64_t epochs = 200;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 0;
+  std::string lr_schedule = "constant";  // constant | cosine (to 0 at the last epoch)
+  double grad_clip = 5.0;          // max gradient norm (0 = off)
+  int64_t eval_every = 1;          // epochs between validations
+  int64_t patience = 10;           // validations without improvement before stopping
+  std::string metric = "ndcg@10";  // validation metric for early stopping
+  int64_t seed = 42;
+
+  nlohmann::json to_json() const;
+  static SequentialOptions from_json(const nlohmann::json& j);
+  void validate() const;
+};
+
+class SequentialRecommender : public Recommender {
+ public:
+  SequentialRecommender(int32_t n_items, SequentialOptions options);
+  ~SequentialRecommender() override;
+  std::string type() const override { return options_.encoder; }
+  nlohmann::json options() const override { return options_.to_json(); }
+  int32_t n_items() const override { return n_items_; }
+  bool iterative() const override { return true; }
+  void fit(const TrainContext& ctx) override;
+  torch::Tensor score(const std::vector<History>& batch) override;
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  // The network (for tests): hidden states [B, T, D] for right-padded items [B, T].
+  torch::Tensor encode(const torch::Tensor& items, const torch::Tensor& lengths, const torch::Tensor& timestamps);
+  int64_t epochs_done() const;
+
+ private:
+  struct State;
+  int32_t n_items_;
+  SequentialOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace genrec

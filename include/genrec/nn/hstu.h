@@ -1,0 +1,126 @@
+// HSTU encoder (Zhai et al., ICML 2024, "Actions Speak Louder than Words"): stacked
+// Hierarchical Sequential Transduction Units. Each block is, as published,
+//
+//   U, V, Q, K = split(SiLU(W1 · LN(x)))                      U, V: H·d_v   Q, K: H·d_qk
+//   A_h        = SiLU(Q_h K_hᵀ + rab_h) ⊙ causal / max_len    no softmax; masked entries are 0
+//   y          = x + W_o(Dropout(LN(A·V) ⊙ U))                no feed-forward network
+//
+// with rab = a learned bias over the position distance i - j (one table of max_len entries per
+// block and head; longer distances share the last entry) plus, when use_time_bias is set and
+// timestamps are given, a learned bias over the bucketed time distance t_i - t_j (one table of
+// n_time_buckets entries per block and head). Time buckets follow Meta's
+// generative-recommenders code (log(|Δt|) / 0.301):
+//
+//   bucket(Δt) = min(n_time_buckets - 1, floor(ln(max(1, |Δt|)) / ln(time_bucket_base)))
+//
+// with Δt in seconds and time_bucket_base = e^0.301 ≈ 1.351 by default (so 1 s and 0 s fall in
+// bucket 0, one hour in 27, one day in 37, one year in 57). The query's own event time t_i is
+// used (Meta uses the next event's time, which is not known at inference here).
+//
+// Dividing by the constant max_len (not the batch width) and the 0/1 causal mask make the
+// outputs at valid positions independent of the padding width. A final LayerNorm follows the
+// last block, as in common HSTU implementations. Dropout (before W_o, as in Meta's code) is the
+// only stochastic part and is inactive in eval().
+//
+// Example:
+//   HSTU enc(HSTUOptions(64, 200).n_blocks(2).n_heads(2).dropout(0.2));
+//   torch::Tensor h = enc->forward(x, lengths, timestamps);   // x [B, T, 64] -> h [B, T, 64]
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cmath>
+
+#include "genrec/nn/encoder.h"
+
+namespace genrec {
+
+struct HSTUOptions {
+  HSTUOptions(int64_t d_model, int64_t max_len) : d_model_(d_model), max_len_(max_len) {}
+  // Throws InvalidInput naming the offending option.
+  void validate() const;
+  // d_qk / d_v with 0 resolved to d_model / n_heads.
+  int64_t resolved_d_qk() const { return d_qk_ > 0 ? d_qk_ : d_model_ / n_heads_; }
+  int64_t resolved_d_v() const { return d_v_ > 0 ? d_v_ : d_model_ / n_heads_; }
+
+  // Width of the input embeddings and hidden states.
+  TORCH_ARG(int64_t, d_model);
+  // Attention normaliser (A = SiLU(...) / max_len) and size of the position-distance bias table.
+  TORCH_ARG(int64_t, max_len);
+  TORCH_ARG(int64_t, n_blocks) = 2;
+  TORCH_ARG(int64_t, n_heads) = 1;
+  // Per-head query/key width; 0 = d_model / n_heads.
+  TORCH_ARG(int64_t, d_qk) = 0;
+  // Per-head value (and gate U) width; 0 = d_model / n_heads.
+  TORCH_ARG(int64_t, d_v) = 0;
+  // Dropout probability on the gated attention output, before W_o.
+  TORCH_ARG(double, dropout) = 0.2;
+  // Add the learned time-distance bias when timestamps are given.
+  TORCH_ARG(bool, use_time_bias) = true;
+  TORCH_ARG(int64_t, n_time_buckets) = 128;
+  // Logarithm base of the time buckets (> 1); e^0.301 as in Meta's code.
+  TORCH_ARG(double, time_bucket_base) = std::exp(0.301);
+};
+
+// HSTU attention, vectorised (the module's kernel):
+//   out[b, h, i] = Σ_{j <= i} SiLU(q[b, h, i] · k[b, h, j] + rab[b, h, i, j]) / max_len · v[b, h, j]
+// q, k: [B, H, T, d_qk]; v: [B, H, T, d_v]; rab: [B or 1, H or 1, T, T] or undefined (no bias).
+// Returns [B, H, T, d_v].
+torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& rab, int64_t max_len);
+
+// Naive per-position reference of hstu_attention for tests: plain loops over scalars.
+// q, k: [T, d_qk]; v: [T, d_v]; rab: [T, T]. Returns [T, d_v] (float).
+torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const torch::Tensor& rab, int64_t max_len);
+
+// Time-distance buckets: bucket(t_i - t_j) as documented above, for every pair of positions.
+// timestamps: [B, T] (seconds, any numeric dtype); lengths: [B]. Padded timestamps (positions
+// >= length) are replaced by the row's last valid one first, so garbage there cannot overflow.
+// Returns [B, T, T] int64 in [0, n_buckets).
+torch::Tensor hstu_time_buckets(const torch::Tensor& timestamps, const torch::Tensor& lengths, int64_t n_buckets,
+                                double base);
+
+// One HSTU block (see the top of this file).
+class HSTUBlockImpl : public torch::nn::Cloneable<HSTUBlockImpl> {
+ public:
+  explicit HSTUBlockImpl(const HSTUOptions& options);
+  void reset() override;
+  // x [B, T, D]; time_buckets [B, T, T] int64 or undefined (no time bias). Returns [B, T, D].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time_buckets);
+
+ private:
+  HSTUOptions options_;
+  int64_t d_qk_ = 0, d_v_ = 0;
+  torch::nn::LayerNorm input_norm_{nullptr}, attn_norm_{nullptr};
+  torch::nn::Linear uvqk_{nullptr}, out_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+  torch::Tensor pos_bias_;   // [H, max_len], indexed by i - j
+  torch::Tensor time_bias_;  // [H, n_time_buckets]; only when use_time_bias
+};
+TORCH_MODULE(HSTUBlock);
+
+class HSTUImpl : public SequenceEncoderImpl {
+ public:
+  explicit HSTUImpl(HSTUOptions options);
+  void reset();
+  void pretty_print(std::ostream& stream) const override;
+  // x [B, T, D] float, lengths [B] int64 (1..T), timestamps [B, T] int64 seconds or undefined.
+  // Returns [B, T, D]; positions >= length hold unspecified (finite) values.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths,
+                        const torch::Tensor& timestamps) override;
+  const HSTUOptions& options() const { return options_; }
+
+ private:
+  HSTUOptions options_;
+  torch::nn::ModuleList blocks_{nullptr};
+  torch::nn::LayerNorm final_norm_{nullptr};
+};
+TORCH_MODULE(HSTU);
+
+}  // namespace genrec

@@ -1,0 +1,437 @@
+#include "genrec/models/sequential.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "genrec/core/error.h"
+#include "genrec/core/log.h"
+#include "genrec/nn/hstu.h"
+#include "genrec/nn/sasrec.h"
+#include "genrec/train/losses.h"
+
+namespace genrec {
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+nlohmann::json SequentialOptions::to_json() const {
+  return {{"encoder", encoder}, {"d_model", d_model},   {"max_len", max_len},       {"n_blocks", n_blocks},
+          {"n_heads", n_heads}, {"dropout", dropout},   {"d_qk", d_qk},             {"d_v", d_v},
+          {"time_bias", time_bias}, {"loss", loss},     {"negatives", negatives},   {"in_batch", in_batch},
+          {"temperature", temperature}, {"l2_norm", l2_norm}, {"epochs", epochs},   {"batch_size", batch_size},
+          {"lr", lr},           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
+          {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
+          {"patience", patience}, {"metric", metric},  {"seed", seed}};
+}
+
+SequentialOptions SequentialOptions::from_json(const nlohmann::json& j) {
+  SequentialOptions o;
+#define GENREC_OPT(name) o.name = j.value(#name, o.name)
+  GENREC_OPT(encoder); GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads);
+  GENREC_OPT(dropout); GENREC_OPT(d_qk); GENREC_OPT(d_v); GENREC_OPT(time_bias); GENREC_OPT(loss);
+  GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(epochs);
+  GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(warmup_steps);
+  GENREC_OPT(lr_schedule); GENREC_OPT(grad_clip); GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric);
+  GENREC_OPT(seed);
+#undef GENREC_OPT
+  return o;
+}
+
+void SequentialOptions::validate() const {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw InvalidInput(what);
+  };
+  need(encoder == "sasrec" || encoder == "hstu", "model.type must be sasrec or hstu, got '" + encoder + "'");
+  need(loss == "softmax" || loss == "sampled_softmax" || loss == "bce",
+       "model.loss must be softmax, sampled_softmax or bce, got '" + loss + "'");
+  need(d_model >= 1 && max_len >= 1 && n_blocks >= 1 && n_heads >= 1, "model.d_model, max_len, n_blocks, n_heads must be >= 1");
+  need(loss != "sampled_softmax" || negatives >= 1 || in_batch, "model.negatives must be >= 1 (or set model.in_batch)");
+  need(temperature > 0, "model.temperature must be > 0");
+  need(epochs >= 1 && batch_size >= 1, "train.epochs and train.batch_size must be >= 1");
+  need(lr > 0, "train.lr must be > 0, got " + std::to_string(lr));
+  need(weight_decay >= 0 && warmup_steps >= 0 && grad_clip >= 0, "train.weight_decay, warmup_steps, grad_clip must be >= 0");
+  need(lr_schedule == "constant" || lr_schedule == "cosine", "train.lr_schedule must be constant or cosine");
+  need(eval_every >= 1 && patience >= 1, "train.eval_every and train.patience must be >= 1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network and training state
+
+namespace {
+
+struct NetImpl : torch::nn::Module {
+  NetImpl(int32_t n_items, const SequentialOptions& o) {
+    items = register_module("items", torch::nn::Embedding(torch::nn::EmbeddingOptions(n_items + 1, o.d_model).padding_idx(0)));
+    torch::nn::init::normal_(items->weight, 0.0, 1.0 / std::sqrt(static_cast<double>(o.d_model)));
+    {
+      torch::NoGradGuard ng;
+      items->weight[0].zero_();
+    }
+    if (o.encoder == "sasrec") {
+      encoder = register_module(
+          "encoder", std::make_shared<SASRecImpl>(
+                         SASRecOptions(o.d_model, o.max_len).n_blocks(o.n_blocks).n_heads(o.n_heads).dropout(o.dropout)));
+    } else {
+      encoder = register_module("encoder", std::make_shared<HSTUImpl>(HSTUOptions(o.d_model, o.max_len)
+                                                                          .n_blocks(o.n_blocks)
+                                                                          .n_heads(o.n_heads)
+                                                                          .d_qk(o.d_qk)
+                                                                          .d_v(o.d_v)
+                                                                          .dropout(o.dropout)
+                                                                          .use_time_bias(o.time_bias)));
+    }
+  }
+  torch::nn::Embedding items{nullptr};
+  std::shared_ptr<SequenceEncoderImpl> encoder;
+};
+TORCH_MODULE(Net);
+
+// Right-padded batch of sequences.
+struct Batch {
+  torch::Tensor items;       // [B, T] int64
+  torch::Tensor targets;     // [B, T] int64 (training only)
+  torch::Tensor lengths;     // [B] int64
+  torch::Tensor timestamps;  // [B, T] int64 or undefined
+};
+
+struct TrainMeta {
+  int64_t epoch = 0;  // epochs completed
+  int64_t step = 0;
+  double best_metric = -1;
+  int64_t best_epoch = 0;
+  int64_t bad_evals = 0;
+  bool stopped = false;
+  nlohmann::json to_json() const {
+    return {{"epoch", epoch}, {"step", step}, {"best_metric", best_metric}, {"best_epoch", best_epoch},
+            {"bad_evals", bad_evals}, {"stopped", stopped}};
+  }
+  static TrainMeta from_json(const nlohmann::json& j) {
+    TrainMeta m;
+    m.epoch = j.at("epoch");
+    m.step = j.at("step");
+    m.best_metric = j.at("best_metric");
+    m.best_epoch = j.at("best_epoch");
+    m.bad_evals = j.at("bad_evals");
+    m.stopped = j.at("stopped");
+    return m;
+  }
+};
+
+std::vector<torch::Tensor> clone_params(Net& net) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : net->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void copy_params(Net& net, const std::vector<torch::Tensor>& src) {
+  torch::NoGradGuard ng;
+  auto params = net->parameters();
+  GENREC_ASSERT(params.size() == src.size());
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(src[i]);
+}
+
+}  // namespace
+
+struct SequentialRecommender::State {
+  Net net{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  TrainMeta meta;
+  std::vector<torch::Tensor> best;  // best parameters so far (empty before the first validation)
+  torch::Tensor log_pop;            // [n_items + 1] log of training frequency, for in-batch log-Q
+  bool has_timestamps = false;
+};
+
+SequentialRecommender::SequentialRecommender(int32_t n_items, SequentialOptions options)
+    : n_items_(n_items), options_(std::move(options)), state_(std::make_unique<State>()) {
+  options_.validate();
+  torch::manual_seed(static_cast<uint64_t>(options_.seed));
+  state_->net = Net(n_items_, options_);
+}
+
+SequentialRecommender::~SequentialRecommender() = default;
+
+int64_t SequentialRecommender::epochs_done() const { return state_->meta.epoch; }
+
+torch::Tensor SequentialRecommender::encode(const torch::Tensor& items, const torch::Tensor& lengths,
+                                            const torch::Tensor& timestamps) {
+  torch::Tensor x = state_->net->items(items);
+  return state_->net->encoder->forward(x, lengths, timestamps);
+}
+
+namespace {
+
+// Builds a right-padded batch from (items, timestamps) spans; the last max_len items of each.
+Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time, bool with_targets) {
+  const auto B = static_cast<int64_t>(hs.size());
+  int64_t T = 1;
+  std::vector<int64_t> lens(hs.size());
+  for (size_t b = 0; b < hs.size(); ++b) {
+    int64_t n = std::min(hs[b].size - (with_targets ? 1 : 0), max_len);
+    lens[b] = std::max<int64_t>(n, 0);
+    T = std::max(T, lens[b]);
+  }
+  Batch out;
+  std::vector<int64_t> items(static_cast<size_t>(B * T), 0), targets, times;
+  if (with_targets) targets.assign(items.size(), 0);
+  if (with_time) times.assign(items.size(), 0);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    const History& h = hs[b];
+    const int64_t n = lens[b];
+    const int64_t end = with_targets ? h.size - 1 : h.size;  // inputs are [end - n, end)
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t src = end - n + t;
+      const auto dst = static_cast<size_t>(static_cast<int64_t>(b) * T + t);
+      items[dst] = h.items[src];
+      if (with_targets) targets[dst] = h.items[src + 1];
+      if (with_time && h.timestamps) times[dst] = h.timestamps[src];
+    }
+  }
+  out.items = torch::tensor(items, torch::kLong).view({B, T});
+  if (with_targets) out.targets = torch::tensor(targets, torch::kLong).view({B, T});
+  if (with_time) out.timestamps = torch::tensor(times, torch::kLong).view({B, T});
+  out.lengths = torch::tensor(lens, torch::kLong);
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor SequentialRecommender::score(const std::vector<History>& batch) {
+  torch::NoGradGuard ng;
+  auto& net = state_->net;
+  bool was_training = net->is_training();
+  net->eval();
+  std::vector<History> hs = batch;
+  // An empty history scores from the padding embedding only; give it one padding position.
+  static const int32_t kPad = 0;
+  for (auto& h : hs)
+    if (h.size == 0) h = History{h.user, &kPad, nullptr, 1};
+  const bool with_time = state_->has_timestamps && options_.encoder == "hstu" && options_.time_bias &&
+                         std::all_of(hs.begin(), hs.end(), [](const History& h) { return h.timestamps != nullptr; });
+  Batch b = make_batch(hs, options_.max_len, with_time, false);
+  torch::Tensor h = encode(b.items, b.lengths, b.timestamps);  // [B, T, D]
+  torch::Tensor last = h.index({torch::arange(h.size(0)), b.lengths - 1});  // [B, D]
+  torch::Tensor table = net->items->weight;
+  if (options_.l2_norm) {
+    last = torch::nn::functional::normalize(last, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+    table = torch::nn::functional::normalize(table, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  }
+  torch::Tensor scores = torch::matmul(last, table.t());
+  if (was_training) net->train();
+  return scores;
+}
+
+void SequentialRecommender::fit(const TrainContext& ctx) {
+  const Dataset& ds = ctx.ds;
+  const Split& split = ctx.split;
+  auto& st = *state_;
+  auto& net = st.net;
+  const auto& o = options_;
+  st.has_timestamps = ds.has_timestamps();
+  if (st.meta.stopped || st.meta.epoch >= o.epochs) {
+    if (!st.best.empty()) copy_params(net, st.best);
+    return;
+  }
+  if (!st.optimizer)
+    st.optimizer = std::make_unique<torch::optim::AdamW>(net->parameters(),
+                                                         torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+
+  // Training sequences: users with at least two training events, sorted by length for bucketing.
+  std::vector<History> seqs;
+  std::vector<double> counts(static_cast<size_t>(n_items_) + 1, 0.0);
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    UserEvents ev = ds.user(u);
+    int64_t end = split.train_end[static_cast<size_t>(u)];
+    for (int64_t k = 0; k < end; ++k) counts[static_cast<size_t>(ev.items[k])] += 1;
+    if (end < 2) continue;
+    int64_t begin = std::max<int64_t>(0, end - (o.max_len + 1));
+    seqs.push_back(History{u, ev.items + begin, ev.timestamps ? ev.timestamps + begin : nullptr, end - begin});
+  }
+  if (seqs.empty()) throw InvalidInput("fit: no user has two or more training events");
+  std::stable_sort(seqs.begin(), seqs.end(), [](const History& a, const History& b) { return a.size < b.size; });
+  std::vector<std::pair<size_t, size_t>> buckets;
+  for (size_t b = 0; b < seqs.size(); b += static_cast<size_t>(o.batch_size))
+    buckets.emplace_back(b, std::min(seqs.size(), b + static_cast<size_t>(o.batch_size)));
+  {
+    double total = 0;
+    for (double c : counts) total += c;
+    std::vector<float> lp(counts.size());
+    for (size_t i = 0; i < counts.size(); ++i) lp[i] = static_cast<float>(std::log((counts[i] + 1.0) / (total + counts.size())));
+    st.log_pop = torch::tensor(lp);
+  }
+  const bool with_time = ds.has_timestamps() && o.encoder == "hstu" && o.time_bias;
+  const int64_t steps_per_epoch = static_cast<int64_t>(buckets.size());
+  const int64_t total_steps = steps_per_epoch * o.epochs;
+  EvalOptions eval_opt = ctx.eval ? *ctx.eval : EvalOptions{};
+  if (std::find(eval_opt.ks.begin(), eval_opt.ks.end(), 10) == eval_opt.ks.end()) eval_opt.ks.push_back(10);
+
+  GENREC_LOG_INFO("%s: %zu training sequences, %lld batches/epoch, %lld parameters", o.encoder.c_str(), seqs.size(),
+                  static_cast<long long>(steps_per_epoch), static_cast<long long>([&] {
+                    int64_t n = 0;
+                    for (auto& p : net->parameters()) n += p.numel();
+                    return n;
+                  }()));
+
+  while (st.meta.epoch < o.epochs && !st.meta.stopped) {
+    const int64_t epoch = st.meta.epoch + 1;
+    // Everything random in an epoch derives from (seed, epoch): resume reproduces it.
+    torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(static_cast<uint64_t>(o.seed) * 7919ULL + static_cast<uint64_t>(epoch));
+    std::vector<size_t> order(buckets.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+
+    net->train();
+    auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    int64_t n_positions = 0, n_seqs = 0;
+    ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(seqs.size()), "seqs", ctx.progress);
+    for (size_t bi : order) {
+      auto [lo, hi] = buckets[bi];
+      std::vector<History> hs(seqs.begin() + static_cast<long>(lo), seqs.begin() + static_cast<long>(hi));
+      Batch b = make_batch(hs, o.max_len, with_time, true);
+      torch::Tensor h = encode(b.items, b.lengths, b.timestamps);  // [B, T, D]
+      torch::Tensor valid = torch::arange(b.items.size(1)).unsqueeze(0) < b.lengths.unsqueeze(1);  // [B, T]
+      torch::Tensor hv = h.index({valid});                 // [N, D]
+      torch::Tensor targets = b.targets.index({valid});    // [N]
+      torch::Tensor table = net->items->weight;
+      if (o.l2_norm) {
+        namespace F = torch::nn::functional;
+        hv = F::normalize(hv, F::NormalizeFuncOptions().dim(-1));
+        table = F::normalize(table, F::NormalizeFuncOptions().dim(-1));
+      }
+      torch::Tensor loss;
+      if (o.loss == "softmax") {
+        loss = full_softmax_loss(hv, table, targets, o.temperature);
+      } else if (o.loss == "sampled_softmax") {
+        std::vector<torch::Tensor> ids, logq;
+        if (o.negatives > 0) {
+          torch::Tensor u = torch::randint(1, n_items_ + 1, {o.negatives}, torch::kLong);
+          ids.push_back(u);
+          logq.push_back(torch::full({o.negatives}, static_cast<float>(-std::log(static_cast<double>(n_items_)))));
+        }
+        torch::Tensor logq_pos;
+        if (o.in_batch) {
+          torch::Tensor u = std::get<0>(torch::_unique(targets));
+          ids.push_back(u);
+          logq.push_back(st.log_pop.index({u}));
+          logq_pos = st.log_pop.index({targets});
+        }
+        torch::Tensor neg_ids = torch::cat(ids);
+        // Uniform negatives have a constant log Q: correcting them matters only beside in-batch ones.
+        torch::Tensor logq_neg = o.in_batch ? torch::cat(logq) : torch::Tensor();
+        loss = sampled_softmax_loss(hv, table.index({targets}), table.index({neg_ids}), neg_ids, targets, logq_neg,
+                                    logq_pos, o.temperature);
+      } else {
+        torch::Tensor neg = torch::randint(1, n_items_ + 1, {targets.size(0)}, torch::kLong);
+        loss = bce_loss(hv, table.index({targets}), table.index({neg}));
+      }
+      // Learning rate: linear warm-up, then constant or cosine decay.
+      double lr = o.lr;
+      int64_t step = st.meta.step + 1;
+      if (o.warmup_steps > 0 && step <= o.warmup_steps) lr = o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
+      else if (o.lr_schedule == "cosine")
+        lr = 0.5 * o.lr * (1 + std::cos(M_PI * static_cast<double>(step - o.warmup_steps) /
+                                         static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps))));
+      for (auto& g : st.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      st.optimizer->zero_grad();
+      loss.backward();
+      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), o.grad_clip);
+      st.optimizer->step();
+      {
+        torch::NoGradGuard ng;
+        net->items->weight[0].zero_();  // padding stays zero
+      }
+      st.meta.step = step;
+      double l = loss.item<double>();
+      if (!std::isfinite(l)) throw Error("training diverged: loss is " + std::to_string(l) + " at epoch " + std::to_string(epoch));
+      loss_sum += l * static_cast<double>(targets.size(0));
+      n_positions += targets.size(0);
+      n_seqs += static_cast<int64_t>(hs.size());
+      tracker.advance(static_cast<int64_t>(hs.size()));
+    }
+    tracker.finish();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    st.meta.epoch = epoch;
+
+    if (epoch % o.eval_every == 0 || epoch == o.epochs) {
+      EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
+      auto m = r.metrics.find(o.metric);
+      if (m == r.metrics.end()) throw InvalidInput("train.metric '" + o.metric + "' is not among the evaluated metrics");
+      bool best = m->second > st.meta.best_metric;
+      if (best) {
+        st.meta.best_metric = m->second;
+        st.meta.best_epoch = epoch;
+        st.meta.bad_evals = 0;
+        st.best = clone_params(net);
+      } else if (++st.meta.bad_evals >= o.patience) {
+        st.meta.stopped = true;
+      }
+      nlohmann::json line = {{"epoch", epoch},
+                             {"step", st.meta.step},
+                             {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_positions))},
+                             {"epoch_seconds", secs},
+                             {"seqs_per_second", static_cast<double>(n_seqs) / secs},
+                             {"tokens_per_second", static_cast<double>(n_positions) / secs},
+                             {"valid", r.metrics},
+                             {"valid_seconds", r.seconds},
+                             {"best_epoch", st.meta.best_epoch},
+                             {"best", best}};
+      GENREC_LOG_INFO("epoch %lld: loss %.4f, %.0f seqs/s, valid %s %.4f%s", static_cast<long long>(epoch),
+                      line["loss"].get<double>(), line["seqs_per_second"].get<double>(), o.metric.c_str(), m->second,
+                      best ? " (best)" : "");
+      if (ctx.on_validation) ctx.on_validation(*this, line, best);
+    }
+  }
+  if (!st.best.empty()) copy_params(net, st.best);
+}
+
+void SequentialRecommender::save(torch::serialize::OutputArchive& archive) const {
+  auto& st = *state_;
+  for (const auto& p : st.net->named_parameters()) archive.write("model/param/" + p.key(), p.value());
+  for (const auto& p : st.net->named_buffers()) archive.write("model/buffer/" + p.key(), p.value(), true);
+  archive.write("model/has_timestamps", c10::IValue(st.has_timestamps));
+  archive.write("train/meta", c10::IValue(st.meta.to_json().dump()));
+  if (st.optimizer) {
+    torch::serialize::OutputArchive opt;
+    st.optimizer->save(opt);
+    archive.write("train/optimizer", opt);
+  }
+  for (size_t i = 0; i < st.best.size(); ++i) archive.write("train/best/" + std::to_string(i), st.best[i]);
+}
+
+void SequentialRecommender::load(torch::serialize::InputArchive& archive) {
+  auto& st = *state_;
+  torch::NoGradGuard ng;
+  for (auto& p : st.net->named_parameters()) {
+    torch::Tensor t;
+    archive.read("model/param/" + p.key(), t);
+    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
+    p.value().copy_(t);
+  }
+  for (auto& p : st.net->named_buffers()) {
+    torch::Tensor t;
+    archive.read("model/buffer/" + p.key(), t, true);
+    p.value().copy_(t);
+  }
+  c10::IValue v;
+  if (archive.try_read("model/has_timestamps", v)) st.has_timestamps = v.toBool();
+  if (archive.try_read("train/meta", v)) st.meta = TrainMeta::from_json(nlohmann::json::parse(v.toStringRef()));
+  torch::serialize::InputArchive opt;
+  if (archive.try_read("train/optimizer", opt)) {
+    st.optimizer = std::make_unique<torch::optim::AdamW>(
+        st.net->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
+    st.optimizer->load(opt);
+  }
+  st.best.clear();
+  for (size_t i = 0;; ++i) {
+    torch::Tensor t;
+    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
+    st.best.push_back(t);
+  }
+}
+
+}  // namespace genrec

@@ -1,0 +1,193 @@
+#include "genrec/nn/hstu.h"
+
+#include <torch/nn/init.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "genrec/core/error.h"
+
+namespace genrec {
+
+namespace {
+
+[[noreturn]] void invalid_option(const std::string& message) { throw InvalidInput("hstu: " + message); }
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+void HSTUOptions::validate() const {
+  if (d_model_ < 1) invalid_option("model.d_model must be >= 1, got " + str(d_model_));
+  if (max_len_ < 1) invalid_option("model.max_len must be >= 1, got " + str(max_len_));
+  if (n_blocks_ < 1) invalid_option("model.n_blocks must be >= 1, got " + str(n_blocks_));
+  if (n_heads_ < 1) invalid_option("model.n_heads must be >= 1, got " + str(n_heads_));
+  if (d_qk_ < 0) invalid_option("model.d_qk must be >= 0 (0 = d_model / n_heads), got " + str(d_qk_));
+  if (d_v_ < 0) invalid_option("model.d_v must be >= 0 (0 = d_model / n_heads), got " + str(d_v_));
+  if ((d_qk_ == 0 || d_v_ == 0) && d_model_ % n_heads_ != 0)
+    invalid_option("model.d_model (" + str(d_model_) + ") must be divisible by model.n_heads (" + str(n_heads_) +
+                   ") when model." + (d_qk_ == 0 ? "d_qk" : "d_v") + " = 0");
+  if (!(dropout_ >= 0 && dropout_ < 1)) invalid_option("model.dropout must be in [0, 1), got " + std::to_string(dropout_));
+  if (n_time_buckets_ < 1) invalid_option("model.n_time_buckets must be >= 1, got " + str(n_time_buckets_));
+  if (!(time_bucket_base_ > 1 && std::isfinite(time_bucket_base_)))
+    invalid_option("model.time_bucket_base must be a finite number > 1, got " + std::to_string(time_bucket_base_));
+}
+
+torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& rab, int64_t max_len) {
+  TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes(), "hstu_attention: q and k must be [B, H, T, d_qk], got ",
+              q.sizes(), " and ", k.sizes());
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
+              "hstu_attention: v must be [B, H, T, d_v], got ", v.sizes());
+  TORCH_CHECK(max_len >= 1, "hstu_attention: max_len must be >= 1, got ", max_len);
+  const int64_t T = q.size(2);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));  // [B, H, T, T]
+  if (rab.defined()) {
+    TORCH_CHECK(rab.dim() == 4 && rab.size(2) == T && rab.size(3) == T,
+                "hstu_attention: rab must be [B or 1, H or 1, T, T], got ", rab.sizes());
+    scores = scores + rab;
+  }
+  // No softmax: pointwise SiLU, the causal mask as exact zeros (a select rather than a product,
+  // so that even a non-finite score above the diagonal cannot leak), then the constant scale.
+  torch::Tensor causal = torch::ones({T, T}, q.options().dtype(torch::kBool)).tril();  // [T, T]
+  torch::Tensor attn = torch::where(causal, torch::silu(scores), torch::zeros({}, scores.options())) /
+                       static_cast<double>(max_len);  // [B, H, T, T]
+  return torch::matmul(attn, v);                     // [B, H, T, d_v]
+}
+
+torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const torch::Tensor& rab, int64_t max_len) {
+  TORCH_CHECK(q.dim() == 2 && k.sizes() == q.sizes() && v.dim() == 2 && v.size(0) == q.size(0),
+              "hstu_attention_reference: q, k must be [T, d_qk] and v [T, d_v]");
+  TORCH_CHECK(rab.dim() == 2 && rab.size(0) == q.size(0) && rab.size(1) == q.size(0),
+              "hstu_attention_reference: rab must be [T, T]");
+  const int64_t T = q.size(0), d_qk = q.size(1), d_v = v.size(1);
+  torch::Tensor qd = q.to(torch::kDouble).contiguous(), kd = k.to(torch::kDouble).contiguous();
+  torch::Tensor vd = v.to(torch::kDouble).contiguous(), rd = rab.to(torch::kDouble).contiguous();
+  auto qa = qd.accessor<double, 2>(), ka = kd.accessor<double, 2>(), va = vd.accessor<double, 2>();
+  auto ra = rd.accessor<double, 2>();
+  torch::Tensor out = torch::zeros({T, d_v}, torch::kDouble);
+  auto oa = out.accessor<double, 2>();
+  for (int64_t query_idx = 0; query_idx < T; ++query_idx) {
+    for (int64_t key_idx = 0; key_idx <= query_idx; ++key_idx) {
+      double score = ra[query_idx][key_idx];
+      for (int64_t c = 0; c < d_qk; ++c) score += qa[query_idx][c] * ka[key_idx][c];
+      const double weight = score / (1.0 + std::exp(-score)) / static_cast<double>(max_len);  // SiLU / max_len
+      for (int64_t c = 0; c < d_v; ++c) oa[query_idx][c] += weight * va[key_idx][c];
+    }
+  }
+  return out.to(torch::kFloat);
+}
+
+torch::Tensor hstu_time_buckets(const torch::Tensor& timestamps, const torch::Tensor& lengths, int64_t n_buckets,
+                                double base) {
+  TORCH_CHECK(timestamps.dim() == 2, "hstu: timestamps must be [B, T], got ", timestamps.sizes());
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == timestamps.size(0), "hstu: lengths must be [B], got ",
+              lengths.sizes());
+  const int64_t T = timestamps.size(1);
+  // Differences in double: int64 seconds fit exactly up to 2^53 and cannot overflow.
+  torch::Tensor ts = timestamps.to(torch::kDouble);                                        // [B, T]
+  torch::Tensor len = lengths.to(torch::kLong);
+  torch::Tensor valid = torch::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1);   // [B, T]
+  torch::Tensor last = ts.gather(1, (len - 1).clamp(0, T - 1).unsqueeze(1));               // [B, 1]
+  ts = torch::where(valid, ts, last);
+  torch::Tensor dt = (ts.unsqueeze(2) - ts.unsqueeze(1)).abs().clamp_min(1.0);             // [B, T, T]
+  torch::Tensor bucket = torch::floor(torch::log(dt) / std::log(base));
+  return bucket.clamp(0, static_cast<double>(n_buckets - 1)).to(torch::kLong);             // [B, T, T]
+}
+
+// ---------------------------------------------------------------------------------------------
+// HSTUBlock
+
+HSTUBlockImpl::HSTUBlockImpl(const HSTUOptions& options) : options_(options) { reset(); }
+
+void HSTUBlockImpl::reset() {
+  const auto& o = options_;
+  o.validate();
+  d_qk_ = o.resolved_d_qk();
+  d_v_ = o.resolved_d_v();
+  const int64_t H = o.n_heads();
+  input_norm_ = register_module("input_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.d_model()}).eps(1e-6)));
+  uvqk_ = register_module("uvqk", torch::nn::Linear(o.d_model(), H * (2 * d_v_ + 2 * d_qk_)));
+  attn_norm_ = register_module("attn_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({H * d_v_}).eps(1e-6)));
+  out_ = register_module("out", torch::nn::Linear(H * d_v_, o.d_model()));
+  dropout_ = register_module("dropout", torch::nn::Dropout(o.dropout()));
+  pos_bias_ = register_parameter("pos_bias", torch::empty({H, o.max_len()}));
+  time_bias_ = torch::Tensor();
+  if (o.use_time_bias()) time_bias_ = register_parameter("time_bias", torch::empty({H, o.n_time_buckets()}));
+
+  torch::NoGradGuard no_grad;
+  for (auto* linear : {&uvqk_, &out_}) {
+    torch::nn::init::xavier_uniform_((*linear)->weight);
+    torch::nn::init::zeros_((*linear)->bias);
+  }
+  // Small random relative biases, as Meta's code (normal, std 0.02).
+  pos_bias_.normal_(0.0, 0.02);
+  if (time_bias_.defined()) time_bias_.normal_(0.0, 0.02);
+}
+
+torch::Tensor HSTUBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& time_buckets) {
+  const int64_t B = x.size(0), T = x.size(1), H = options_.n_heads();
+  torch::Tensor uvqk = torch::silu(uvqk_(input_norm_(x)));  // [B, T, H * (2 d_v + 2 d_qk)]
+  std::vector<torch::Tensor> parts = uvqk.split_with_sizes({H * d_v_, H * d_v_, H * d_qk_, H * d_qk_}, -1);
+  const torch::Tensor& u = parts[0];                                                          // [B, T, H d_v]
+  auto heads = [&](const torch::Tensor& t, int64_t d) { return t.reshape({B, T, H, d}).transpose(1, 2); };
+  torch::Tensor v = heads(parts[1], d_v_), q = heads(parts[2], d_qk_), k = heads(parts[3], d_qk_);  // [B, H, T, d]
+
+  // Relative attention bias: position distance i - j (clamped; j > i is masked anyway) ...
+  torch::Tensor pos = torch::arange(T, x.options().dtype(torch::kLong));
+  torch::Tensor distance = (pos.unsqueeze(1) - pos.unsqueeze(0)).clamp(0, options_.max_len() - 1);  // [T, T]
+  torch::Tensor rab = pos_bias_.index_select(1, distance.reshape({-1})).view({1, H, T, T});
+  // ... plus bucketed time distance.
+  if (time_bias_.defined() && time_buckets.defined())
+    rab = rab + time_bias_.index_select(1, time_buckets.reshape({-1})).view({H, B, T, T}).transpose(0, 1);
+
+  torch::Tensor attn = hstu_attention(q, k, v, rab, options_.max_len());  // [B, H, T, d_v]
+  attn = attn.transpose(1, 2).reshape({B, T, H * d_v_});
+  return x + out_(dropout_(attn_norm_(attn) * u));  // [B, T, D]
+}
+
+// ---------------------------------------------------------------------------------------------
+// HSTU
+
+HSTUImpl::HSTUImpl(HSTUOptions options) : options_(options) { reset(); }
+
+void HSTUImpl::reset() {
+  options_.validate();
+  blocks_ = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t b = 0; b < options_.n_blocks(); ++b) blocks_->push_back(HSTUBlock(options_));
+  final_norm_ = register_module("final_norm",
+                                torch::nn::LayerNorm(torch::nn::LayerNormOptions({options_.d_model()}).eps(1e-6)));
+}
+
+void HSTUImpl::pretty_print(std::ostream& stream) const {
+  const auto& o = options_;
+  stream << "genrec::HSTU(d_model=" << o.d_model() << ", max_len=" << o.max_len() << ", n_blocks=" << o.n_blocks()
+         << ", n_heads=" << o.n_heads() << ", d_qk=" << o.resolved_d_qk() << ", d_v=" << o.resolved_d_v()
+         << ", dropout=" << o.dropout() << ", use_time_bias=" << (o.use_time_bias() ? "true" : "false")
+         << ", n_time_buckets=" << o.n_time_buckets() << ", time_bucket_base=" << o.time_bucket_base() << ")";
+}
+
+torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == options_.d_model(), "hstu: x must be [B, T, ", options_.d_model(),
+              "], got ", x.sizes());
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0), "hstu: lengths must be [", x.size(0), "], got ",
+              lengths.sizes());
+  const int64_t T = x.size(1);
+  TORCH_CHECK(!timestamps.defined() || (timestamps.dim() == 2 && timestamps.size(0) == x.size(0) &&
+                                        timestamps.size(1) == T),
+              "hstu: timestamps must be [B, T] = [", x.size(0), ", ", T, "], got ", timestamps.sizes());
+  // Zero the padding so that nothing non-finite there can reach valid positions through A·V
+  // (the causal weights there are exact zeros, but 0 · NaN is NaN).
+  torch::Tensor len = lengths.to(x.device(), torch::kLong);
+  torch::Tensor valid = (torch::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1)).unsqueeze(-1);  // [B, T, 1]
+  torch::Tensor h = torch::where(valid, x, torch::zeros({}, x.options()));                              // [B, T, D]
+  torch::Tensor buckets;  // [B, T, T], shared by the blocks
+  if (options_.use_time_bias() && timestamps.defined())
+    buckets = hstu_time_buckets(timestamps.to(x.device()), len, options_.n_time_buckets(), options_.time_bucket_base());
+  for (const auto& block : *blocks_) h = block->as<HSTUBlockImpl>()->forward(h, buckets);
+  return final_norm_(h);
+}
+
+}  // namespace genrec
