@@ -94,6 +94,9 @@ TEST(Cli, GenerateTrainEvalRecommend) {
   EXPECT_NE(unknown_item.err.find("nope"), std::string::npos);
   EXPECT_EQ(run_cli("-q recommend --run " + q(tmp / "run") + " --user no_such_user").exit_code, 2);
   EXPECT_EQ(run_cli("-q recommend --run " + q(tmp / "run")).exit_code, 2);
+  // --resume takes the run's own config: not together with --config.
+  EXPECT_EQ(run_cli("-q train --resume --config " + q(config) + " --out " + q(tmp / "run")).exit_code, 2);
+  EXPECT_EQ(run_cli("-q train --resume --out " + q(tmp / "nonexistent_run")).exit_code, 2);
   // Refuses to overwrite a run; typos in config keys are errors.
   EXPECT_EQ(run_cli("-q train --config " + q(config) + " --data " + q(tmp / "data") + " --out " + q(tmp / "run")).exit_code, 2);
   auto typo = run_cli("-q train --config " + q(config) + " --data " + q(tmp / "data") + " --out " + q(tmp / "run2") +
@@ -179,6 +182,7 @@ TEST(Cli, DemoRuns) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json j = json_of(r);
   EXPECT_GT(j["test_metrics"]["markov"]["recall@10"].get<double>(), j["test_metrics"]["pop"]["recall@10"].get<double>());
+  EXPECT_GT(j["test_metrics"]["sasrec"]["recall@10"].get<double>(), j["test_metrics"]["pop"]["recall@10"].get<double>());
   EXPECT_EQ(j["recommend_user_1"]["items"].size(), 5u);
   // Running it again replaces its own folder.
   EXPECT_EQ(run_cli("-q demo --out " + q(tmp / "demo") + " --users 300 --items 120").exit_code, 0);

@@ -68,6 +68,24 @@ TEST_F(LossTest, FullSoftmaxMatchesDirectCrossEntropy) {
   EXPECT_NEAR(full_softmax_loss(h, table, targets, 0.5).item<double>(), direct / 4, 1e-5);
 }
 
+TEST_F(LossTest, ChunkedFullSoftmaxGradientMatchesAutograd) {
+  // Enough items that the loss runs in several chunks.
+  const int64_t V = 3000, N = 700, D = 8;
+  torch::Tensor h = torch::randn({N, D}, torch::requires_grad());
+  torch::Tensor table = torch::randn({V + 1, D}, torch::requires_grad());
+  torch::Tensor targets = torch::randint(1, V + 1, {N}, torch::kLong);
+  torch::Tensor loss = full_softmax_loss(h, table, targets, 0.3);
+  loss.backward();
+  torch::Tensor h2 = h.detach().clone().requires_grad_(true), t2 = table.detach().clone().requires_grad_(true);
+  torch::Tensor logits = torch::mm(h2, t2.slice(0, 1).t()) / 0.3;
+  torch::Tensor ref = torch::nn::functional::cross_entropy(logits, targets - 1);
+  ref.backward();
+  EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-4);
+  EXPECT_TRUE(torch::allclose(h.grad(), h2.grad(), 1e-4, 1e-6));
+  EXPECT_TRUE(torch::allclose(table.grad(), t2.grad(), 1e-4, 1e-6));
+  EXPECT_EQ(table.grad()[0].abs().sum().item<float>(), 0.0f);  // padding row gets no gradient
+}
+
 TEST_F(LossTest, SampledSoftmaxLossAndGradientMatchDirectComputation) {
   torch::Tensor h = torch::randn({3, 4}, torch::requires_grad()), table = torch::randn({9, 4});
   torch::Tensor targets = torch::tensor({2, 5, 7}, torch::kLong);

@@ -54,6 +54,24 @@ decay = 0.3
 ks = [5, 10, 20]
 )";
 
+const char* kDemoSasrec = R"(# SASRec: causal self-attention over item ids, full softmax, early stopping
+[model]
+type = "sasrec"
+d_model = 32
+max_len = 50
+n_blocks = 2
+n_heads = 1
+dropout = 0.2
+[train]
+epochs = 30
+batch_size = 128
+lr = 0.002
+eval_every = 2
+patience = 3
+[eval]
+ks = [5, 10, 20]
+)";
+
 struct DemoArgs {
   fs::path out = "genrec-demo";
   int64_t users = 2000, items = 1000;
@@ -84,7 +102,8 @@ int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
 
   std::cerr << "== 2/4 train + evaluate (leave-one-out, full ranking)\n";
   nlohmann::json table = nlohmann::json::object();
-  for (auto [name, text] : {std::pair{"pop", kDemoPop}, std::pair{"markov", kDemoMarkov}}) {
+  for (auto [name, text] :
+       {std::pair{"pop", kDemoPop}, std::pair{"markov", kDemoMarkov}, std::pair{"sasrec", kDemoSasrec}}) {
     TrainRequest req;
     req.config_text = text;
     req.data = a.out / "data";
@@ -95,19 +114,21 @@ int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
                  r.test.metrics.at("recall@10"), r.test.metrics.at("ndcg@10"), r.test.metrics.at("mrr"),
                  static_cast<long long>(r.test.n_users), r.train_seconds);
   }
-  std::cerr << "== 3/4 eval from the saved run (genrec eval --run " << (a.out / "runs" / "markov").string() << ")\n";
-  EvalResult again = eval_run(a.out / "runs" / "markov", SplitPart::Test, {}, progress);
-  std::fprintf(stderr, "   markov  test recall@10 %.4f (reloaded checkpoint)\n", again.metrics.at("recall@10"));
+  std::cerr << "== 3/4 eval from the saved run (genrec eval --run " << (a.out / "runs" / "sasrec").string() << ")\n";
+  EvalResult again = eval_run(a.out / "runs" / "sasrec", SplitPart::Test, {}, progress);
+  std::fprintf(stderr, "   sasrec  test recall@10 %.4f (reloaded best checkpoint)\n", again.metrics.at("recall@10"));
 
   std::cerr << "== 4/4 recommend for user 1 (genrec recommend --run ... --user 1 --k 5)\n";
   RecommendRequest rr;
   rr.user = "1";
   rr.k = 5;
   rr.exclude_seen = true;
-  nlohmann::json rec = recommend_run(a.out / "runs" / "markov", rr);
+  nlohmann::json rec = recommend_run(a.out / "runs" / "sasrec", rr);
 
   nlohmann::json summary = {{"dataset", (a.out / "data").string()},
-                            {"runs", {(a.out / "runs" / "pop").string(), (a.out / "runs" / "markov").string()}},
+                            {"runs",
+                             {(a.out / "runs" / "pop").string(), (a.out / "runs" / "markov").string(),
+                              (a.out / "runs" / "sasrec").string()}},
                             {"test_metrics", table},
                             {"markov_over_pop_recall@10",
                              table["pop"]["recall@10"].get<double>() > 0
@@ -122,7 +143,7 @@ int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
 
 int main(int argc, char** argv) {
   configure_allocator_for_tensors();
-  CLI::App app{"genrec: generative recommendation engine (train, evaluate and serve sequence recommenders)", "genrec"};
+  CLI::App app{"genrec: generative recommendation engine (import data, train, evaluate and recommend with sequence models)", "genrec"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("genrec ") + GENREC_VERSION);
   std::string log_level = "info";
@@ -220,7 +241,7 @@ int main(int argc, char** argv) {
 
   DemoArgs demo_args;
   std::string demo_out = demo_args.out.string();
-  auto* demo = app.add_subcommand("demo", "Generate data, train and evaluate baselines, and recommend, in one go");
+  auto* demo = app.add_subcommand("demo", "Generate data, train and evaluate pop, markov and SASRec, and recommend, in one go");
   demo->add_option("--out", demo_out, "Folder for the demo's dataset and runs (replaced if made by a previous demo)")->capture_default_str();
   demo->add_option("--users", demo_args.users, "Users to generate")->capture_default_str();
   demo->add_option("--items", demo_args.items, "Items to generate")->capture_default_str();

@@ -130,6 +130,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     std::string_view line;
     while (lines.next(line))
       if (!line.empty() && nlohmann::json::parse(line).value("epoch", int64_t{0}) <= done) kept += std::string(line) + "\n";
+    if (!model->iterative()) kept.clear();  // a one-shot fit is simply redone
     write_file_atomic(log_path, kept);
     GENREC_LOG_INFO("resuming %s from epoch %lld", model->type().c_str(), static_cast<long long>(done));
   } else {
