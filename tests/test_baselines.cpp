@@ -33,7 +33,7 @@ TEST(Baselines, PopCountsTrainingEventsOnly) {
   Split split = make_split(ds, SplitOptions{});
   // Training prefixes: u1: 1 2 3 ; u2: 2 ; u3: 3 1  -> counts 1:2, 2:2, 3:2
   PopRecommender pop(ds.n_items());
-  pop.fit(TrainContext{ds, split, nullptr});
+  pop.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
   UserEvents ev = ds.user(1);
   torch::Tensor s = pop.score({History{1, ev.items, nullptr, 2}});
   ASSERT_EQ(s.sizes(), (std::vector<int64_t>{1, 4}));
@@ -51,7 +51,7 @@ TEST(Baselines, MarkovTransitionsHandComputed) {
   o.decay = 0.5;
   o.pop_weight = 0.0;
   MarkovRecommender m(ds.n_items(), o);
-  m.fit(TrainContext{ds, split, nullptr});
+  m.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
   std::vector<int32_t> hist = {3, 1};  // last item 1 (weight 1), then 3 (weight 0.5)
   torch::Tensor s = m.score({History{0, hist.data(), nullptr, 2}});
   EXPECT_FLOAT_EQ(s[0][2].item<float>(), 1.0f);  // from 1
@@ -60,7 +60,7 @@ TEST(Baselines, MarkovTransitionsHandComputed) {
   // Empty history: only the popularity back-off.
   o.pop_weight = 0.1;
   MarkovRecommender mp(ds.n_items(), o);
-  mp.fit(TrainContext{ds, split, nullptr});
+  mp.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
   torch::Tensor e = mp.score({History{0, nullptr, nullptr, 0}});
   EXPECT_FLOAT_EQ(e[0][1].item<float>(), 0.1f);  // count 2 / max 2
   EXPECT_THROW(MarkovRecommender(3, MarkovOptions{0, 0.5, 0.0}), InvalidInput);
@@ -74,7 +74,7 @@ TEST(Baselines, CheckpointRoundTripGivesIdenticalScores) {
   Dataset ds = generate_dataset(g);
   Split split = make_split(ds, SplitOptions{});
   MarkovRecommender m(ds.n_items(), MarkovOptions{2, 0.3, 1e-3});
-  m.fit(TrainContext{ds, split, nullptr});
+  m.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
   save_checkpoint(tmp / "m.ckpt", m, ds.items, {{"note", "test"}});
   LoadedCheckpoint back = load_checkpoint(tmp / "m.ckpt");
   EXPECT_EQ(back.model->type(), "markov");
@@ -123,8 +123,8 @@ TEST(Baselines, MarkovBeatsPopOnGeneratedData) {
   Split split = make_split(ds, SplitOptions{});
   PopRecommender pop(ds.n_items());
   MarkovRecommender markov(ds.n_items(), MarkovOptions{});
-  pop.fit(TrainContext{ds, split, nullptr});
-  markov.fit(TrainContext{ds, split, nullptr});
+  pop.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
+  markov.fit(TrainContext{ds, split, nullptr, nullptr, nullptr});
   double r_pop = evaluate(pop, ds, split, SplitPart::Test, EvalOptions{}).metrics.at("recall@10");
   double r_markov = evaluate(markov, ds, split, SplitPart::Test, EvalOptions{}).metrics.at("recall@10");
   EXPECT_GT(r_pop, 10.0 / 300 * 1.5);     // popularity beats random
