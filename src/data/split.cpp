@@ -32,6 +32,15 @@ std::string Split::describe() const {
   return "leave-one-out";
 }
 
+std::vector<double> train_item_counts(const Dataset& ds, const Split& split) {
+  std::vector<double> counts(static_cast<size_t>(ds.n_items()) + 1, 0.0);
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    UserEvents ev = ds.user(u);
+    for (int64_t k = 0; k < split.train_end[static_cast<size_t>(u)]; ++k) counts[static_cast<size_t>(ev.items[k])] += 1;
+  }
+  return counts;
+}
+
 Split make_split(const Dataset& ds, const SplitOptions& options) {
   Split s;
   s.kind = options.kind;

@@ -18,8 +18,8 @@ nlohmann::json EvalResult::to_json() const {
 }
 
 std::vector<int32_t> top_k_items(const float* scores, int32_t n_items, int64_t k, const uint8_t* exclude) {
-  // Min-heap on "worse first": lower score, or equal score and higher id.
-  auto worse = [&](int32_t a, int32_t b) {  // true when a ranks before b (a is better)
+  // A heap whose top is the worst kept item; "better" = higher score, or equal score and lower id.
+  auto better = [&](int32_t a, int32_t b) {
     float sa = scores[a], sb = scores[b];
     return sa > sb || (sa == sb && a < b);
   };
@@ -31,14 +31,14 @@ std::vector<int32_t> top_k_items(const float* scores, int32_t n_items, int64_t k
     if (std::isnan(scores[i])) throw InternalError("scorer produced NaN for item " + std::to_string(i));
     if (static_cast<int64_t>(heap.size()) < k) {
       heap.push_back(i);
-      std::push_heap(heap.begin(), heap.end(), worse);
-    } else if (worse(i, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), worse);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(i, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
       heap.back() = i;
-      std::push_heap(heap.begin(), heap.end(), worse);
+      std::push_heap(heap.begin(), heap.end(), better);
     }
   }
-  std::sort(heap.begin(), heap.end(), worse);
+  std::sort(heap.begin(), heap.end(), better);
   return heap;
 }
 
@@ -94,11 +94,7 @@ EvalResult evaluate(Scorer& scorer, const Dataset& ds, const Split& split, Split
   // Popularity over training events, for popularity-sampled negatives.
   std::vector<double> pop_cdf;
   if (o.negatives > 0 && o.negative_sampling == "popularity") {
-    std::vector<double> counts(static_cast<size_t>(n_items) + 1, 0.0);
-    for (int32_t u = 1; u <= ds.n_users(); ++u) {
-      UserEvents ev = ds.user(u);
-      for (int64_t k = 0; k < split.train_end[static_cast<size_t>(u)]; ++k) counts[static_cast<size_t>(ev.items[k])] += 1;
-    }
+    std::vector<double> counts = train_item_counts(ds, split);
     pop_cdf.resize(counts.size());
     double acc = 0;
     for (size_t i = 0; i < counts.size(); ++i) pop_cdf[i] = acc += (i == 0 ? 0.0 : counts[i] + 1e-9);

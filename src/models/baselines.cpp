@@ -8,15 +8,6 @@
 namespace genrec {
 
 namespace {
-std::vector<double> train_counts(const TrainContext& ctx, int32_t n_items) {
-  std::vector<double> counts(static_cast<size_t>(n_items) + 1, 0.0);
-  for (int32_t u = 1; u <= ctx.ds.n_users(); ++u) {
-    UserEvents ev = ctx.ds.user(u);
-    for (int64_t k = 0; k < ctx.split.train_end[static_cast<size_t>(u)]; ++k) counts[static_cast<size_t>(ev.items[k])] += 1;
-  }
-  return counts;
-}
-
 void check_fitted(const torch::Tensor& t, const char* model) {
   if (!t.defined()) throw InternalError(std::string(model) + ": score() called before fit() or load()");
 }
@@ -25,7 +16,7 @@ void check_fitted(const torch::Tensor& t, const char* model) {
 PopRecommender::PopRecommender(int32_t n_items) : n_items_(n_items) {}
 
 void PopRecommender::fit(const TrainContext& ctx) {
-  auto counts = train_counts(ctx, n_items_);
+  auto counts = train_item_counts(ctx.ds, ctx.split);
   counts_ = torch::tensor(std::vector<float>(counts.begin(), counts.end()), torch::kFloat);
 }
 
@@ -52,7 +43,7 @@ nlohmann::json MarkovRecommender::options() const {
 }
 
 void MarkovRecommender::fit(const TrainContext& ctx) {
-  auto counts = train_counts(ctx, n_items_);
+  auto counts = train_item_counts(ctx.ds, ctx.split);
   double max_count = std::max(1.0, *std::max_element(counts.begin(), counts.end()));
   std::vector<float> pop(counts.size());
   for (size_t i = 0; i < counts.size(); ++i) pop[i] = static_cast<float>(counts[i] / max_count);

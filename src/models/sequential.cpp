@@ -241,11 +241,9 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
 
   // Training sequences: users with at least two training events, sorted by length for bucketing.
   std::vector<History> seqs;
-  std::vector<double> counts(static_cast<size_t>(n_items_) + 1, 0.0);
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     UserEvents ev = ds.user(u);
     int64_t end = split.train_end[static_cast<size_t>(u)];
-    for (int64_t k = 0; k < end; ++k) counts[static_cast<size_t>(ev.items[k])] += 1;
     if (end < 2) continue;
     int64_t begin = std::max<int64_t>(0, end - (o.max_len + 1));
     seqs.push_back(History{u, ev.items + begin, ev.timestamps ? ev.timestamps + begin : nullptr, end - begin});
@@ -256,6 +254,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
   for (size_t b = 0; b < seqs.size(); b += static_cast<size_t>(o.batch_size))
     buckets.emplace_back(b, std::min(seqs.size(), b + static_cast<size_t>(o.batch_size)));
   {
+    std::vector<double> counts = train_item_counts(ds, split);
     double total = 0;
     for (double c : counts) total += c;
     std::vector<float> lp(counts.size());

@@ -6,8 +6,6 @@
 
 namespace genrec {
 
-namespace F = torch::nn::functional;
-
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t d_model, int64_t n_heads, double dropout)
     : d_model_(d_model), n_heads_(n_heads) {
   q_ = register_module("q", torch::nn::Linear(d_model, d_model));
@@ -61,7 +59,7 @@ void SASRecImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor SASRecImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor&) {
-  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t T = x.size(1);
   if (T > options_.max_len())
     throw InvalidInput("sasrec: sequence width " + std::to_string(T) + " exceeds max_len " + std::to_string(options_.max_len()));
   torch::Tensor pos = torch::arange(T, torch::kLong);
@@ -75,7 +73,6 @@ torch::Tensor SASRecImpl::forward(const torch::Tensor& x, const torch::Tensor& l
     h = h + ffn_drop2_[b](ffn2_[b](ffn_drop1_[b](torch::relu(ffn1_[b](h)))));
     h = h * valid;
   }
-  (void)B;
   return final_norm_(h);
 }
 

@@ -151,14 +151,12 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
                   static_cast<long long>(split.n_train_events()));
   auto t0 = std::chrono::steady_clock::now();
   TrainContext ctx{ds, split, progress, &s.eval, nullptr};
-  int64_t best_epoch = 0;
   // Log line first, then checkpoints: a run killed in between redoes that epoch on resume.
   ctx.on_validation = [&](const Recommender& m, const nlohmann::json& line, bool is_best) {
     append_line(log_path, line.dump());
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
     if (is_best) save_checkpoint(best_path, m, ds.items, meta);
     save_checkpoint(last_path, m, ds.items, meta);
-    if (is_best) best_epoch = line.value("epoch", int64_t{0});
   };
   model->fit(ctx);
   double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -168,6 +166,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   result.train_seconds = train_s;
   // The model now holds its best weights.
   result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
+  int64_t best_epoch = 0;
   if (!model->iterative()) {
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
     nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};

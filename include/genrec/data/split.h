@@ -51,4 +51,8 @@ struct Split {
 
 Split make_split(const Dataset& ds, const SplitOptions& options);
 
+// Number of training events of each item (index = dense item id, 0 = padding): what popularity
+// means for models and for popularity-sampled negatives. Size n_items + 1.
+std::vector<double> train_item_counts(const Dataset& ds, const Split& split);
+
 }  // namespace genrec
