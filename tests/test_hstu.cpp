@@ -45,13 +45,26 @@ TEST(HSTUAttention, MatchesNaiveReference) {
   const int64_t B = 2, H = 3, T = 9, d_qk = 5, d_v = 4, max_len = 12;
   torch::Tensor q = torch::randn({B, H, T, d_qk}), k = torch::randn({B, H, T, d_qk});
   torch::Tensor v = torch::randn({B, H, T, d_v}), rab = torch::randn({B, H, T, T});
-  torch::Tensor out = hstu_attention(q, k, v, rab, max_len);
-  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{B, H, T, d_v}));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      torch::Tensor ref = hstu_attention_reference(q[b][h], k[b][h], v[b][h], rab[b][h], max_len);
-      EXPECT_LT(max_abs_diff(out[b][h], ref), 1e-5) << "b=" << b << " h=" << h;
-    }
+  for (bool per_query_count : {false, true}) {
+    torch::Tensor out = hstu_attention(q, k, v, rab, max_len, per_query_count);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{B, H, T, d_v}));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        torch::Tensor ref = hstu_attention_reference(q[b][h], k[b][h], v[b][h], rab[b][h], max_len, per_query_count);
+        EXPECT_LT(max_abs_diff(out[b][h], ref), 1e-5) << "b=" << b << " h=" << h << " count " << per_query_count;
+      }
+  }
+}
+
+TEST(HSTUAttention, CountScaleDividesRowByItsKeys) {
+  // With per_query_count, row i is the max_len-scaled row times max_len / (i + 1).
+  torch::manual_seed(8);
+  const int64_t T = 6, d = 3, max_len = 10;
+  torch::Tensor q = torch::randn({1, 1, T, d}), k = torch::randn({1, 1, T, d}), v = torch::randn({1, 1, T, d});
+  torch::Tensor by_len = hstu_attention(q, k, v, torch::Tensor(), max_len, false);
+  torch::Tensor by_count = hstu_attention(q, k, v, torch::Tensor(), max_len, true);
+  for (int64_t i = 0; i < T; ++i)
+    EXPECT_LT(max_abs_diff(by_count[0][0][i], by_len[0][0][i] * (static_cast<double>(max_len) / (i + 1))), 1e-5) << i;
 }
 
 TEST(HSTUAttention, BroadcastsBiasAndAcceptsNone) {
@@ -134,7 +147,7 @@ TEST(HSTUEncoder, ShapesAndFiniteGradients) {
     EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
   }
   for (const char* name : {"blocks.0.uvqk.weight", "blocks.1.out.weight", "blocks.0.pos_bias", "blocks.1.time_bias",
-                           "final_norm.weight"}) {
+                           "final_norm.weight", "positions.weight"}) {
     const torch::Tensor* p = enc->named_parameters().find(name);
     ASSERT_NE(p, nullptr) << name;
     EXPECT_GT(p->grad().abs().sum().item<double>(), 0.0) << name;
@@ -173,7 +186,10 @@ TEST(HSTUEncoder, JaggedEqualsPadded) {
   const int64_t D = 8, T = 7, wide_T = 12;
   const std::vector<int64_t> lens = {5, 2, 7, 1};
   const int64_t B = static_cast<int64_t>(lens.size());
-  HSTU enc(HSTUOptions(D, 16).n_blocks(3).n_heads(2));
+  for (const char* scale : {"max_len", "count"})
+  for (bool input_stage : {true, false}) {
+  SCOPED_TRACE(std::string("attn_scale ") + scale + (input_stage ? ", input stage" : ", no input stage"));
+  HSTU enc(HSTUOptions(D, 16).n_blocks(3).n_heads(2).attn_scale(scale).input_stage(input_stage));
   randomize_biases(*enc);
   enc->eval();
   torch::NoGradGuard no_grad;
@@ -208,6 +224,15 @@ TEST(HSTUEncoder, JaggedEqualsPadded) {
       EXPECT_LT(max_abs_diff(padded_wide, alone), 1e-5) << "row " << b << " timestamps " << with_ts;
     }
   }
+  }
+}
+
+TEST(HSTUEncoder, InputStageIsOptional) {
+  HSTU with(HSTUOptions(8, 5));
+  HSTU without(HSTUOptions(8, 5).input_stage(false));
+  EXPECT_NE(with->named_parameters().find("positions.weight"), nullptr);
+  EXPECT_EQ(without->named_parameters().find("positions.weight"), nullptr);
+  EXPECT_THROW(HSTU(HSTUOptions(8, 5).attn_scale("softmax")), InvalidInput);
 }
 
 TEST(HSTUEncoder, DropoutOnlyInTraining) {

@@ -17,6 +17,8 @@
 #include "genrec/data/generator.h"
 #include "genrec/data/import.h"
 #include "genrec/data/stats.h"
+#include "genrec/index/item_index.h"
+#include "genrec/models/export.h"
 #include "genrec/train/runner.h"
 #include "progress_bar.h"
 
@@ -238,6 +240,35 @@ int main(int argc, char** argv) {
   opt_user->excludes(opt_hist);
   recommend->add_option("--k", rec_req.k, "Number of items")->capture_default_str();
   recommend->add_flag("--exclude-seen", rec_req.exclude_seen, "Leave out items already in the history");
+  std::string rec_index;
+  auto* opt_rec_index = recommend->add_option("--index", rec_index,
+                          "Search: exact (the model's own scores, any model; default unless the run's index.kind says "
+                          "otherwise), or flat, ivf, hnsw (FAISS over query and item vectors; sasrec/hstu only)")
+                          ->check(CLI::IsMember(item_index_kinds()));
+  recommend->add_option("--set", rec_req.overrides, "Override an index key, e.g. index.nprobe=32 (repeatable; index.* only)");
+
+  std::string ie_run, ie_index;
+  IndexEvalRequest ie_req;
+  auto* index_eval = app.add_subcommand(
+      "index-eval", "Measure a search index against exact search on a sasrec/hstu run: recall@10, build time, latency; JSON on stdout");
+  index_eval->add_option("--run", ie_run, "Run directory")->required();
+  auto* opt_ie_index = index_eval->add_option("--index", ie_index, "Index to measure: exact, flat, ivf, hnsw (default: the run's index.kind)")
+                           ->check(CLI::IsMember(item_index_kinds()));
+  index_eval->add_option("--set", ie_req.overrides, "Override an index key, e.g. index.nprobe=32 (repeatable; index.* only)");
+  index_eval->add_option("--users", ie_req.users, "Query with the first N test users' histories (0 = all test users)")
+      ->capture_default_str();
+
+  ExportRequest export_req;
+  std::string export_run_dir, export_out;
+  auto* export_cmd = app.add_subcommand(
+      "export", "Export a run's checkpoint for use outside genrec (safetensors: the model's tensors, options and item vocabulary); JSON summary on stdout");
+  export_cmd->add_option("--run", export_run_dir, "Run directory (or a checkpoint file)")->required();
+  export_cmd->add_option("--checkpoint", export_req.checkpoint, "Which checkpoint of the run: best or last")
+      ->check(CLI::IsMember({"best", "last"}))
+      ->capture_default_str();
+  export_cmd->add_option("--format", export_req.format, "Output format: safetensors")->capture_default_str();
+  export_cmd->add_option("--out", export_out, "File to write, e.g. model.safetensors")->required();
+  export_cmd->add_flag("--force", export_req.overwrite, "Replace an existing output file");
 
   DemoArgs demo_args;
   std::string demo_out = demo_args.out.string();
@@ -317,7 +348,15 @@ int main(int argc, char** argv) {
       if (opt_user->count() > 0) rec_req.user = rec_user;
       if (opt_hist->count() > 0) rec_req.history = split_commas(rec_history);
       if (!rec_req.user && !rec_req.history) throw InvalidInput("recommend: give --user or --history");
+      if (opt_rec_index->count() > 0) rec_req.index = rec_index;
       print_json(recommend_run(rec_run, rec_req));
+    } else if (*index_eval) {
+      if (opt_ie_index->count() > 0) ie_req.index = ie_index;
+      print_json(index_eval_run(ie_run, ie_req));
+    } else if (*export_cmd) {
+      export_req.run = export_run_dir;
+      export_req.out = export_out;
+      print_json(export_run(export_req).to_json());
     } else if (*demo) {
       demo_args.out = demo_out;
       return run_demo(demo_args, progress);

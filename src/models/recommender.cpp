@@ -41,6 +41,8 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
       options["d_qk"] = cfg.get_int("model.d_qk", d.d_qk);
       options["d_v"] = cfg.get_int("model.d_v", d.d_v);
       options["time_bias"] = cfg.get_bool("model.time_bias", d.time_bias);
+      options["input_stage"] = cfg.get_bool("model.input_stage", d.input_stage);
+      options["attn_scale"] = cfg.get_string("model.attn_scale", d.attn_scale);
     }
     options["loss"] = cfg.get_string("model.loss", d.loss);
     options["negatives"] = cfg.get_int("model.negatives", d.negatives);
@@ -49,6 +51,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     options["l2_norm"] = cfg.get_bool("model.l2_norm", d.l2_norm);
     options["epochs"] = cfg.get_int("train.epochs", d.epochs);
     options["batch_size"] = cfg.get_int("train.batch_size", d.batch_size);
+    options["jagged"] = cfg.get_bool("train.jagged", d.jagged);
     options["lr"] = cfg.get_double("train.lr", d.lr);
     options["weight_decay"] = cfg.get_double("train.weight_decay", d.weight_decay);
     options["warmup_steps"] = cfg.get_int("train.warmup_steps", d.warmup_steps);

@@ -22,7 +22,7 @@ nlohmann::json SequentialOptions::to_json() const {
   return {{"encoder", encoder}, {"d_model", d_model},   {"max_len", max_len},       {"n_blocks", n_blocks},
           {"n_heads", n_heads}, {"dropout", dropout},   {"d_qk", d_qk},             {"d_v", d_v},
           {"time_bias", time_bias}, {"loss", loss},     {"negatives", negatives},   {"in_batch", in_batch},
-          {"temperature", temperature}, {"l2_norm", l2_norm}, {"epochs", epochs},   {"batch_size", batch_size},
+          {"temperature", temperature}, {"l2_norm", l2_norm}, {"input_stage", input_stage}, {"attn_scale", attn_scale}, {"epochs", epochs},   {"batch_size", batch_size}, {"jagged", jagged},
           {"lr", lr},           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},  {"seed", seed}};
@@ -33,8 +33,8 @@ SequentialOptions SequentialOptions::from_json(const nlohmann::json& j) {
 #define GENREC_OPT(name) o.name = j.value(#name, o.name)
   GENREC_OPT(encoder); GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads);
   GENREC_OPT(dropout); GENREC_OPT(d_qk); GENREC_OPT(d_v); GENREC_OPT(time_bias); GENREC_OPT(loss);
-  GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(epochs);
-  GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(warmup_steps);
+  GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(input_stage); GENREC_OPT(attn_scale); GENREC_OPT(epochs);
+  GENREC_OPT(batch_size); GENREC_OPT(jagged); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(warmup_steps);
   GENREC_OPT(lr_schedule); GENREC_OPT(grad_clip); GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric);
   GENREC_OPT(seed);
 #undef GENREC_OPT
@@ -82,7 +82,9 @@ struct NetImpl : torch::nn::Module {
                                                                           .d_qk(o.d_qk)
                                                                           .d_v(o.d_v)
                                                                           .dropout(o.dropout)
-                                                                          .use_time_bias(o.time_bias)));
+                                                                          .use_time_bias(o.time_bias)
+                                                                          .input_stage(o.input_stage)
+                                                                          .attn_scale(o.attn_scale)));
     }
   }
   torch::nn::Embedding items{nullptr};
@@ -105,9 +107,12 @@ struct TrainMeta {
   int64_t best_epoch = 0;
   int64_t bad_evals = 0;
   bool stopped = false;
+  double elapsed_seconds = 0;       // training + validation wall time so far (all sessions)
+  double best_elapsed_seconds = 0;  // elapsed_seconds when the best checkpoint was taken
   nlohmann::json to_json() const {
     return {{"epoch", epoch}, {"step", step}, {"best_metric", best_metric}, {"best_epoch", best_epoch},
-            {"bad_evals", bad_evals}, {"stopped", stopped}};
+            {"bad_evals", bad_evals}, {"stopped", stopped}, {"elapsed_seconds", elapsed_seconds},
+            {"best_elapsed_seconds", best_elapsed_seconds}};
   }
   static TrainMeta from_json(const nlohmann::json& j) {
     TrainMeta m;
@@ -117,6 +122,8 @@ struct TrainMeta {
     m.best_epoch = j.at("best_epoch");
     m.bad_evals = j.at("bad_evals");
     m.stopped = j.at("stopped");
+    m.elapsed_seconds = j.value("elapsed_seconds", 0.0);
+    m.best_elapsed_seconds = j.value("best_elapsed_seconds", 0.0);
     return m;
   }
 };
@@ -165,9 +172,11 @@ torch::Tensor SequentialRecommender::encode(const torch::Tensor& items, const to
 namespace {
 
 // Builds a right-padded batch from (items, timestamps) spans; the last max_len items of each.
-Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time, bool with_targets) {
+// pad_to > 0 pads every row to that width instead of the batch's longest row.
+Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time, bool with_targets,
+                 int64_t pad_to = 0) {
   const auto B = static_cast<int64_t>(hs.size());
-  int64_t T = 1;
+  int64_t T = std::max<int64_t>(1, pad_to);
   std::vector<int64_t> lens(hs.size());
   for (size_t b = 0; b < hs.size(); ++b) {
     int64_t n = std::min(hs[b].size - (with_targets ? 1 : 0), max_len);
@@ -199,7 +208,7 @@ Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time
 
 }  // namespace
 
-torch::Tensor SequentialRecommender::score(const std::vector<History>& batch) {
+torch::Tensor SequentialRecommender::query_embeddings(const std::vector<History>& batch) {
   torch::NoGradGuard ng;
   auto& net = state_->net;
   bool was_training = net->is_training();
@@ -212,16 +221,26 @@ torch::Tensor SequentialRecommender::score(const std::vector<History>& batch) {
   const bool with_time = state_->has_timestamps && options_.encoder == "hstu" && options_.time_bias &&
                          std::all_of(hs.begin(), hs.end(), [](const History& h) { return h.timestamps != nullptr; });
   Batch b = make_batch(hs, options_.max_len, with_time, false);
-  torch::Tensor h = encode(b.items, b.lengths, b.timestamps);  // [B, T, D]
+  torch::Tensor h = encode(b.items, b.lengths, b.timestamps);               // [B, T, D]
   torch::Tensor last = h.index({torch::arange(h.size(0)), b.lengths - 1});  // [B, D]
-  torch::Tensor table = net->items->weight;
-  if (options_.l2_norm) {
+  if (options_.l2_norm)
     last = torch::nn::functional::normalize(last, torch::nn::functional::NormalizeFuncOptions().dim(-1));
-    table = torch::nn::functional::normalize(table, torch::nn::functional::NormalizeFuncOptions().dim(-1));
-  }
-  torch::Tensor scores = torch::matmul(last, table.t());
   if (was_training) net->train();
-  return scores;
+  return last;
+}
+
+torch::Tensor SequentialRecommender::item_embeddings() const {
+  torch::NoGradGuard ng;
+  torch::Tensor table = state_->net->items->weight.detach();
+  if (options_.l2_norm)
+    table = torch::nn::functional::normalize(table, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  return table;
+}
+
+torch::Tensor SequentialRecommender::score(const std::vector<History>& batch) {
+  torch::Tensor q = query_embeddings(batch);  // [B, D]
+  torch::NoGradGuard ng;
+  return torch::matmul(q, item_embeddings().t());
 }
 
 void SequentialRecommender::fit(const TrainContext& ctx) {
@@ -249,7 +268,8 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
     seqs.push_back(History{u, ev.items + begin, ev.timestamps ? ev.timestamps + begin : nullptr, end - begin});
   }
   if (seqs.empty()) throw InvalidInput("fit: no user has two or more training events");
-  std::stable_sort(seqs.begin(), seqs.end(), [](const History& a, const History& b) { return a.size < b.size; });
+  if (o.jagged)
+    std::stable_sort(seqs.begin(), seqs.end(), [](const History& a, const History& b) { return a.size < b.size; });
   std::vector<std::pair<size_t, size_t>> buckets;
   for (size_t b = 0; b < seqs.size(); b += static_cast<size_t>(o.batch_size))
     buckets.emplace_back(b, std::min(seqs.size(), b + static_cast<size_t>(o.batch_size)));
@@ -291,7 +311,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
     for (size_t bi : order) {
       auto [lo, hi] = buckets[bi];
       std::vector<History> hs(seqs.begin() + static_cast<long>(lo), seqs.begin() + static_cast<long>(hi));
-      Batch b = make_batch(hs, o.max_len, with_time, true);
+      Batch b = make_batch(hs, o.max_len, with_time, true, o.jagged ? 0 : o.max_len);
       torch::Tensor h = encode(b.items, b.lengths, b.timestamps);  // [B, T, D]
       torch::Tensor valid = torch::arange(b.items.size(1)).unsqueeze(0) < b.lengths.unsqueeze(1);  // [B, T]
       torch::Tensor hv = h.index({valid});                 // [N, D]
@@ -355,9 +375,11 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
     tracker.finish();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     st.meta.epoch = epoch;
+    st.meta.elapsed_seconds += secs;
 
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
       EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
+      st.meta.elapsed_seconds += r.seconds;
       auto m = r.metrics.find(o.metric);
       if (m == r.metrics.end()) throw InvalidInput("train.metric '" + o.metric + "' is not among the evaluated metrics");
       bool best = m->second > st.meta.best_metric;
@@ -365,6 +387,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
         st.meta.best_metric = m->second;
         st.meta.best_epoch = epoch;
         st.meta.bad_evals = 0;
+        st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
         st.best = clone_params(net);
       } else if (++st.meta.bad_evals >= o.patience) {
         st.meta.stopped = true;
@@ -377,6 +400,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
                              {"tokens_per_second", static_cast<double>(n_positions) / secs},
                              {"valid", r.metrics},
                              {"valid_seconds", r.seconds},
+                             {"elapsed_seconds", st.meta.elapsed_seconds},
                              {"best_epoch", st.meta.best_epoch},
                              {"best", best}};
       GENREC_LOG_INFO("epoch %lld: loss %.4f, %.0f seqs/s, valid %s %.4f%s", static_cast<long long>(epoch),

@@ -29,13 +29,15 @@ void HSTUOptions::validate() const {
     invalid_option("model.d_model (" + str(d_model_) + ") must be divisible by model.n_heads (" + str(n_heads_) +
                    ") when model." + (d_qk_ == 0 ? "d_qk" : "d_v") + " = 0");
   if (!(dropout_ >= 0 && dropout_ < 1)) invalid_option("model.dropout must be in [0, 1), got " + std::to_string(dropout_));
+  if (attn_scale_ != "max_len" && attn_scale_ != "count")
+    invalid_option("model.attn_scale must be max_len or count, got '" + attn_scale_ + "'");
   if (n_time_buckets_ < 1) invalid_option("model.n_time_buckets must be >= 1, got " + str(n_time_buckets_));
   if (!(time_bucket_base_ > 1 && std::isfinite(time_bucket_base_)))
     invalid_option("model.time_bucket_base must be a finite number > 1, got " + std::to_string(time_bucket_base_));
 }
 
 torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             const torch::Tensor& rab, int64_t max_len) {
+                             const torch::Tensor& rab, int64_t max_len, bool per_query_count) {
   TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes(), "hstu_attention: q and k must be [B, H, T, d_qk], got ",
               q.sizes(), " and ", k.sizes());
   TORCH_CHECK(v.dim() == 4 && v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
@@ -51,13 +53,16 @@ torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, con
   // No softmax: pointwise SiLU, the causal mask as exact zeros (a select rather than a product,
   // so that even a non-finite score above the diagonal cannot leak), then the constant scale.
   torch::Tensor causal = torch::ones({T, T}, q.options().dtype(torch::kBool)).tril();  // [T, T]
-  torch::Tensor attn = torch::where(causal, torch::silu(scores), torch::zeros({}, scores.options())) /
-                       static_cast<double>(max_len);  // [B, H, T, T]
+  torch::Tensor attn = torch::where(causal, torch::silu(scores), torch::zeros({}, scores.options()));  // [B, H, T, T]
+  if (per_query_count)  // row i has i + 1 keys
+    attn = attn / torch::arange(1, T + 1, scores.options()).unsqueeze(1);
+  else
+    attn = attn / static_cast<double>(max_len);
   return torch::matmul(attn, v);                     // [B, H, T, d_v]
 }
 
 torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                       const torch::Tensor& rab, int64_t max_len) {
+                                       const torch::Tensor& rab, int64_t max_len, bool per_query_count) {
   TORCH_CHECK(q.dim() == 2 && k.sizes() == q.sizes() && v.dim() == 2 && v.size(0) == q.size(0),
               "hstu_attention_reference: q, k must be [T, d_qk] and v [T, d_v]");
   TORCH_CHECK(rab.dim() == 2 && rab.size(0) == q.size(0) && rab.size(1) == q.size(0),
@@ -73,7 +78,8 @@ torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tens
     for (int64_t key_idx = 0; key_idx <= query_idx; ++key_idx) {
       double score = ra[query_idx][key_idx];
       for (int64_t c = 0; c < d_qk; ++c) score += qa[query_idx][c] * ka[key_idx][c];
-      const double weight = score / (1.0 + std::exp(-score)) / static_cast<double>(max_len);  // SiLU / max_len
+      const double scale = per_query_count ? static_cast<double>(query_idx + 1) : static_cast<double>(max_len);
+      const double weight = score / (1.0 + std::exp(-score)) / scale;  // SiLU / (max_len or i + 1)
       for (int64_t c = 0; c < d_v; ++c) oa[query_idx][c] += weight * va[key_idx][c];
     }
   }
@@ -143,7 +149,7 @@ torch::Tensor HSTUBlockImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (time_bias_.defined() && time_buckets.defined())
     rab = rab + time_bias_.index_select(1, time_buckets.reshape({-1})).view({H, B, T, T}).transpose(0, 1);
 
-  torch::Tensor attn = hstu_attention(q, k, v, rab, options_.max_len());  // [B, H, T, d_v]
+  torch::Tensor attn = hstu_attention(q, k, v, rab, options_.max_len(), options_.attn_scale() == "count");  // [B, H, T, d_v]
   attn = attn.transpose(1, 2).reshape({B, T, H * d_v_});
   return x + out_(dropout_(attn_norm_(attn) * u));  // [B, T, D]
 }
@@ -159,6 +165,10 @@ void HSTUImpl::reset() {
   for (int64_t b = 0; b < options_.n_blocks(); ++b) blocks_->push_back(HSTUBlock(options_));
   final_norm_ = register_module("final_norm",
                                 torch::nn::LayerNorm(torch::nn::LayerNormOptions({options_.d_model()}).eps(1e-6)));
+  if (options_.input_stage()) {
+    positions_ = register_module("positions", torch::nn::Embedding(options_.max_len(), options_.d_model()));
+    input_dropout_ = register_module("input_dropout", torch::nn::Dropout(options_.dropout()));
+  }
 }
 
 void HSTUImpl::pretty_print(std::ostream& stream) const {
@@ -166,7 +176,8 @@ void HSTUImpl::pretty_print(std::ostream& stream) const {
   stream << "genrec::HSTU(d_model=" << o.d_model() << ", max_len=" << o.max_len() << ", n_blocks=" << o.n_blocks()
          << ", n_heads=" << o.n_heads() << ", d_qk=" << o.resolved_d_qk() << ", d_v=" << o.resolved_d_v()
          << ", dropout=" << o.dropout() << ", use_time_bias=" << (o.use_time_bias() ? "true" : "false")
-         << ", n_time_buckets=" << o.n_time_buckets() << ", time_bucket_base=" << o.time_bucket_base() << ")";
+         << ", n_time_buckets=" << o.n_time_buckets() << ", time_bucket_base=" << o.time_bucket_base()
+         << ", input_stage=" << (o.input_stage() ? "true" : "false") << ", attn_scale=" << o.attn_scale() << ")";
 }
 
 torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps) {
@@ -182,7 +193,13 @@ torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& len
   // (the causal weights there are exact zeros, but 0 · NaN is NaN).
   torch::Tensor len = lengths.to(x.device(), torch::kLong);
   torch::Tensor valid = (torch::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1)).unsqueeze(-1);  // [B, T, 1]
-  torch::Tensor h = torch::where(valid, x, torch::zeros({}, x.options()));                              // [B, T, D]
+  torch::Tensor h = x;
+  if (options_.input_stage()) {
+    // Positions beyond max_len share the last embedding, as distances share the last bias entry.
+    torch::Tensor pos = torch::arange(T, len.options()).clamp_max(options_.max_len() - 1);
+    h = input_dropout_(h * std::sqrt(static_cast<double>(options_.d_model())) + positions_(pos).unsqueeze(0));
+  }
+  h = torch::where(valid, h, torch::zeros({}, x.options()));  // [B, T, D]
   torch::Tensor buckets;  // [B, T, T], shared by the blocks
   if (options_.use_time_bias() && timestamps.defined())
     buckets = hstu_time_buckets(timestamps.to(x.device()), len, options_.n_time_buckets(), options_.time_bucket_base());

@@ -5,7 +5,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <thread>
 
@@ -14,6 +16,7 @@
 #include "genrec/core/log.h"
 #include "genrec/data/dataset.h"
 #include "genrec/data/split.h"
+#include "genrec/index/item_index.h"
 #include "genrec/models/recommender.h"
 
 namespace genrec {
@@ -40,7 +43,22 @@ struct RunSettings {
   EvalOptions eval;
   int64_t seed = 42;
   int64_t threads = 0;
+  ItemIndexOptions index;
 };
+
+// The [index] table. index.nlist is read only when present (its default depends on the
+// catalogue size).
+ItemIndexOptions read_index_options(Config& cfg) {
+  ItemIndexOptions o;
+  o.kind = cfg.get_string("index.kind", o.kind);
+  if (cfg.has("index.nlist")) o.nlist = cfg.get_int("index.nlist", 0);
+  o.nprobe = cfg.get_int("index.nprobe", o.nprobe);
+  o.hnsw_m = cfg.get_int("index.hnsw_m", o.hnsw_m);
+  o.ef_construction = cfg.get_int("index.ef_construction", o.ef_construction);
+  o.ef_search = cfg.get_int("index.ef_search", o.ef_search);
+  o.validate();
+  return o;
+}
 
 // Reads data.*, eval.* and train.* keys (model.* is read by make_recommender).
 RunSettings read_settings(Config& cfg) {
@@ -57,6 +75,7 @@ RunSettings read_settings(Config& cfg) {
   s.eval.seed = static_cast<uint64_t>(cfg.get_int("eval.seed", 2024));
   s.seed = cfg.get_int("train.seed", 42);
   s.threads = cfg.get_int("train.threads", 0);
+  s.index = read_index_options(cfg);
   return s;
 }
 
@@ -77,6 +96,37 @@ Config load_run_config(const fs::path& run_dir, const std::vector<std::string>& 
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec)) throw InvalidInput(SourceLocation{run_dir.string(), 0, ""}, "run directory not found");
   return Config::load(cfg_path.string(), overrides);
+}
+
+// recommend / index-eval: the run's [index] settings, --set index.* overrides, then --index.
+ItemIndexOptions index_options_for(const fs::path& run_dir, const std::vector<std::string>& overrides,
+                                   const std::optional<std::string>& kind, const char* command, RunSettings& s) {
+  static const std::vector<std::string> keys = {"index.kind",   "index.nlist",           "index.nprobe",
+                                                "index.hnsw_m", "index.ef_construction", "index.ef_search"};
+  for (const auto& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    if (std::find(keys.begin(), keys.end(), key) == keys.end())
+      throw InvalidInput(std::string(command) + ": --set takes index.* keys only (index.kind, index.nlist, index.nprobe, "
+                         "index.hnsw_m, index.ef_construction, index.ef_search), got '" + o + "'");
+  }
+  Config cfg = load_run_config(run_dir, overrides);
+  s = read_settings(cfg);
+  ItemIndexOptions o = s.index;
+  if (kind) o.kind = *kind;
+  o.validate();
+  return o;
+}
+
+// A two-tower model's item vectors [n_items + 1, D] as float32 on the CPU; InvalidInput when
+// the model has none.
+torch::Tensor item_vectors(Recommender& model, const std::string& kind, const char* command) {
+  torch::Tensor table = model.item_embeddings();
+  if (!table.defined())
+    throw InvalidInput(std::string(command) + ": index '" + kind + "' searches item vectors, and model '" + model.type() +
+                       "' has none (only two-tower models have them: sasrec, hstu); use --index exact");
+  table = table.to(torch::kCPU, torch::kFloat).contiguous();
+  GENREC_ASSERT(table.dim() == 2 && table.size(0) == model.n_items() + 1);
+  return table;
 }
 
 }  // namespace
@@ -167,6 +217,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   // The model now holds its best weights.
   result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
   int64_t best_epoch = 0;
+  double seconds_to_best = train_s;  // non-iterative models: the whole fit
   if (!model->iterative()) {
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
     nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};
@@ -181,7 +232,10 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     while (all.next(line)) {
       if (line.empty()) continue;
       auto j = nlohmann::json::parse(line);
-      if (j.value("best", false)) best_epoch = j.value("epoch", int64_t{0});
+      if (j.value("best", false)) {
+        best_epoch = j.value("epoch", int64_t{0});
+        seconds_to_best = j.value("elapsed_seconds", 0.0);
+      }
     }
   }
 
@@ -190,6 +244,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   metrics["model"] = model->type();
   metrics["best_epoch"] = best_epoch;
   metrics["train_seconds"] = train_s;
+  metrics["seconds_to_best"] = seconds_to_best;  // training + validation wall time until the best checkpoint
   metrics["valid"] = result.valid.metrics;
   write_file_atomic(req.out / "metrics.json", metrics.dump(2) + "\n");
   GENREC_LOG_INFO("%s: test recall@10 %.4f ndcg@10 %.4f (%lld users)", model->type().c_str(),
@@ -222,8 +277,8 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
   if (req.user.has_value() == req.history.has_value())
     throw InvalidInput("recommend: give exactly one of --user and --history");
   if (req.k < 1) throw InvalidInput("recommend: --k must be >= 1");
-  Config cfg = load_run_config(run_dir, {});
-  RunSettings s = read_settings(cfg);
+  RunSettings s;
+  const ItemIndexOptions index_options = index_options_for(run_dir, req.overrides, req.index, "recommend", s);
   set_threads(s.threads);
   LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
   const Vocabulary& items = ckpt.items;
@@ -256,23 +311,145 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
   h.timestamps = hist_ts.empty() ? nullptr : hist_ts.data();
   h.size = static_cast<int64_t>(hist_items.size());
 
-  torch::Tensor scores = ckpt.model->score({h}).to(torch::kCPU, torch::kFloat).contiguous();
-  std::vector<uint8_t> exclude;
-  if (req.exclude_seen) {
-    exclude.assign(static_cast<size_t>(items.size()) + 1, 0);
-    for (int32_t it : hist_items) exclude[static_cast<size_t>(it)] = 1;
+  nlohmann::json list = nlohmann::json::array();
+  if (index_options.kind == "exact") {
+    // The model's own scores over the whole catalogue (any model).
+    torch::Tensor scores = ckpt.model->score({h}).to(torch::kCPU, torch::kFloat).contiguous();
+    std::vector<uint8_t> exclude;
+    if (req.exclude_seen) {
+      exclude.assign(static_cast<size_t>(items.size()) + 1, 0);
+      for (int32_t it : hist_items) exclude[static_cast<size_t>(it)] = 1;
+    }
+    const float* row = scores.data_ptr<float>();
+    auto top = top_k_items(row, items.size(), req.k, exclude.empty() ? nullptr : exclude.data());
+    for (size_t r = 0; r < top.size(); ++r)
+      list.push_back({{"rank", r + 1}, {"item", items.raw(top[r])}, {"score", row[top[r]]}});
+  } else {
+    // Query vector · item vectors through the index (built here, per call).
+    torch::Tensor table = item_vectors(*ckpt.model, index_options.kind, "recommend");
+    const int64_t dim = table.size(1);
+    ItemIndex index(table.data_ptr<float>() + dim, items.size(), dim, index_options);
+    torch::Tensor query = ckpt.model->query_embeddings({h}).to(torch::kCPU, torch::kFloat).contiguous();  // [1, D]
+    std::vector<std::vector<int32_t>> exclude;
+    if (req.exclude_seen) exclude.push_back(hist_items);
+    SearchResult top = index.search(query.data_ptr<float>(), 1, req.k, exclude);
+    for (int64_t r = 0; r < top.k && top.id(0, r) != 0; ++r)
+      list.push_back({{"rank", r + 1}, {"item", items.raw(top.id(0, r))}, {"score", top.score(0, r)}});
   }
-  const float* row = scores.data_ptr<float>();
-  auto top = top_k_items(row, items.size(), req.k, exclude.empty() ? nullptr : exclude.data());
   nlohmann::json out;
   out["user"] = req.user ? nlohmann::json(*req.user) : nlohmann::json(nullptr);
   out["history_length"] = h.size;
   out["model"] = ckpt.meta.value("type", "");
+  out["index"] = index_options.kind;
   out["exclude_seen"] = req.exclude_seen;
-  nlohmann::json list = nlohmann::json::array();
-  for (size_t r = 0; r < top.size(); ++r)
-    list.push_back({{"rank", r + 1}, {"item", items.raw(top[r])}, {"score", row[top[r]]}});
   out["items"] = list;
+  return out;
+}
+
+namespace {
+// Nearest-rank percentile of unsorted samples (p in [0, 1]).
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto rank = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+nlohmann::json index_eval_run(const fs::path& run_dir, const IndexEvalRequest& req) {
+  constexpr int64_t k = 10;
+  if (req.users < 0) throw InvalidInput("index-eval: --users must be >= 0 (0 = all test users), got " + std::to_string(req.users));
+  RunSettings s;
+  const ItemIndexOptions index_options = index_options_for(run_dir, req.overrides, req.index, "index-eval", s);
+  set_threads(s.threads);
+  LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  torch::Tensor table = item_vectors(*ckpt.model, index_options.kind, "index-eval");
+  Dataset ds;
+  try {
+    ds = load_dataset(s.data_path, LoadOptions{false, true});
+  } catch (...) {
+    rethrow_with_stage("loading dataset of run " + run_dir.string());
+  }
+  if (ckpt.items.size() != ds.n_items())
+    throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
+                       " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
+  Split split = make_split(ds, s.split);
+
+  // Queries: each test user's history before its target, as evaluation scores it.
+  std::vector<History> histories;
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    const int64_t t = split.test_index[static_cast<size_t>(u)];
+    if (t < 0) continue;
+    UserEvents ev = ds.user(u);
+    histories.push_back(History{u, ev.items, ev.timestamps, t});
+    if (req.users > 0 && static_cast<int64_t>(histories.size()) == req.users) break;
+  }
+  if (histories.empty()) throw InvalidInput("index-eval: the run's split has no test users");
+  const auto n_queries = static_cast<int64_t>(histories.size());
+  const int64_t dim = table.size(1);
+  std::vector<float> queries(static_cast<size_t>(n_queries * dim));
+  auto t0 = std::chrono::steady_clock::now();
+  const int64_t batch = std::max<int64_t>(1, s.eval.batch_size);
+  for (int64_t b0 = 0; b0 < n_queries; b0 += batch) {
+    std::vector<History> part(histories.begin() + b0, histories.begin() + std::min(n_queries, b0 + batch));
+    torch::Tensor q = ckpt.model->query_embeddings(part).to(torch::kCPU, torch::kFloat).contiguous();
+    std::copy(q.data_ptr<float>(), q.data_ptr<float>() + q.numel(), queries.begin() + b0 * dim);
+  }
+  const double encode_s = seconds_since(t0);
+
+  const float* item_rows = table.data_ptr<float>() + dim;  // skip the padding row
+  const int32_t n_items = ds.n_items();
+  ItemIndexOptions exact_options;
+  ItemIndex exact(item_rows, n_items, dim, exact_options);
+  ItemIndex index(item_rows, n_items, dim, index_options);
+  SearchResult reference = exact.search(queries.data(), n_queries, k);
+  t0 = std::chrono::steady_clock::now();
+  SearchResult found = index.search(queries.data(), n_queries, k);
+  const double batch_s = seconds_since(t0);
+
+  // One query per call, on one thread: what a request in a serving loop pays.
+  const int threads = index_threads();
+  set_index_threads(1);
+  std::vector<double> latency_ms, exact_latency_ms;
+  for (int64_t q = 0; q < n_queries; ++q) {
+    t0 = std::chrono::steady_clock::now();
+    index.search(queries.data() + q * dim, 1, k);
+    latency_ms.push_back(seconds_since(t0) * 1e3);
+    t0 = std::chrono::steady_clock::now();
+    exact.search(queries.data() + q * dim, 1, k);
+    exact_latency_ms.push_back(seconds_since(t0) * 1e3);
+  }
+  set_index_threads(threads);
+
+  double recall_sum = 0;
+  for (int64_t q = 0; q < n_queries; ++q) {
+    int64_t relevant = 0, hit = 0;
+    for (int64_t r = 0; r < k; ++r) {
+      const int32_t id = reference.id(q, r);
+      if (id == 0) continue;
+      ++relevant;
+      for (int64_t j = 0; j < k; ++j) hit += found.id(q, j) == id;
+    }
+    recall_sum += relevant > 0 ? static_cast<double>(hit) / static_cast<double>(relevant) : 1.0;
+  }
+  nlohmann::json out;
+  out["run"] = run_dir.string();
+  out["model"] = ckpt.meta.value("type", "");
+  out["index"] = index_options.to_json(n_items);
+  out["n_items"] = n_items;
+  out["dim"] = dim;
+  out["users"] = n_queries;
+  out["recall_at_10_vs_exact"] = recall_sum / static_cast<double>(n_queries);
+  out["build_seconds"] = index.build_seconds();
+  out["latency_ms"] = {{"p50", percentile(latency_ms, 0.5)}, {"p99", percentile(latency_ms, 0.99)}};
+  out["exact_latency_ms"] = {{"p50", percentile(exact_latency_ms, 0.5)}, {"p99", percentile(exact_latency_ms, 0.99)}};
+  out["latency_threads"] = 1;
+  out["batch_queries_per_second"] = batch_s > 0 ? static_cast<double>(n_queries) / batch_s : 0.0;
+  out["batch_threads"] = threads;
+  out["encode_seconds"] = encode_s;
   return out;
 }
 

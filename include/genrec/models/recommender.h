@@ -56,6 +56,13 @@ class Recommender : public Scorer {
   virtual bool iterative() const { return false; }
   virtual void save(torch::serialize::OutputArchive& archive) const = 0;
   virtual void load(torch::serialize::InputArchive& archive) = 0;
+
+  // Two-tower view, for approximate nearest-neighbour search: a model whose score(batch) is the
+  // inner product of a per-history query vector and a per-item vector returns both (then
+  // score(batch) == query_embeddings(batch) · item_embeddings()ᵀ). Other models return
+  // undefined tensors.
+  virtual torch::Tensor query_embeddings(const std::vector<History>& batch) { (void)batch; return {}; }  // [B, D]
+  virtual torch::Tensor item_embeddings() const { return {}; }  // [n_items + 1, D], row 0 = padding
 };
 
 // Model names make_recommender() accepts.

@@ -29,6 +29,8 @@ struct SequentialOptions {
   double dropout = 0.2;
   int64_t d_qk = 0, d_v = 0;       // hstu: per-head sizes (0 = d_model / n_heads)
   bool time_bias = true;           // hstu: bucketed time-distance bias when the data has timestamps
+  bool input_stage = true;         // hstu: x·sqrt(d) + absolute positions + dropout before the blocks
+  std::string attn_scale = "max_len";  // hstu: attention normaliser, max_len | count (keys per query)
   std::string loss = "softmax";    // softmax | sampled_softmax | bce
   int64_t negatives = 128;         // sampled_softmax: uniform negatives shared by the batch
   bool in_batch = false;           // sampled_softmax: also the batch's targets, log-Q corrected
@@ -37,6 +39,8 @@ struct SequentialOptions {
   // training
   int64_t epochs = 200;
   int64_t batch_size = 128;
+  bool jagged = true;              // length-bucketed batches padded to their own longest row;
+                                   // false: batches of random users padded to max_len (reference)
   double lr = 1e-3;
   double weight_decay = 0.0;
   int64_t warmup_steps = 0;
@@ -62,6 +66,8 @@ class SequentialRecommender : public Recommender {
   bool iterative() const override { return true; }
   void fit(const TrainContext& ctx) override;
   torch::Tensor score(const std::vector<History>& batch) override;
+  torch::Tensor query_embeddings(const std::vector<History>& batch) override;
+  torch::Tensor item_embeddings() const override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
 

@@ -17,6 +17,9 @@
 // bucket 0, one hour in 27, one day in 37, one year in 57). The query's own event time t_i is
 // used (Meta uses the next event's time, which is not known at inference here).
 //
+// Before the first block (input_stage, the default), the input is scaled by sqrt(d_model), a
+// learned absolute position embedding is added and dropout applied, as in Meta's code and SASRec.
+//
 // Dividing by the constant max_len (not the batch width) and the 0/1 causal mask make the
 // outputs at valid positions independent of the padding width. A final LayerNorm follows the
 // last block, as in common HSTU implementations. Dropout (before W_o, as in Meta's code) is the
@@ -30,11 +33,13 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
 #include <cmath>
+#include <string>
 
 #include "genrec/nn/encoder.h"
 
@@ -65,19 +70,26 @@ struct HSTUOptions {
   TORCH_ARG(int64_t, n_time_buckets) = 128;
   // Logarithm base of the time buckets (> 1); e^0.301 as in Meta's code.
   TORCH_ARG(double, time_bucket_base) = std::exp(0.301);
+  // Input stage as Meta's code: x·sqrt(d_model) + a learned absolute position embedding
+  // (position 0 = the oldest item of the window), then dropout. Off: the blocks read x as is.
+  TORCH_ARG(bool, input_stage) = true;
+  // Attention normaliser: "max_len" (A / max_len, as published) or "count" (row i divided by
+  // its i + 1 keys: a causal mean, which keeps short sequences' attention from vanishing).
+  TORCH_ARG(std::string, attn_scale) = "max_len";
 };
 
 // HSTU attention, vectorised (the module's kernel):
 //   out[b, h, i] = Σ_{j <= i} SiLU(q[b, h, i] · k[b, h, j] + rab[b, h, i, j]) / max_len · v[b, h, j]
 // q, k: [B, H, T, d_qk]; v: [B, H, T, d_v]; rab: [B or 1, H or 1, T, T] or undefined (no bias).
 // Returns [B, H, T, d_v].
+// per_query_count: divide row i by its number of keys, i + 1, instead of max_len.
 torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             const torch::Tensor& rab, int64_t max_len);
+                             const torch::Tensor& rab, int64_t max_len, bool per_query_count = false);
 
 // Naive per-position reference of hstu_attention for tests: plain loops over scalars.
 // q, k: [T, d_qk]; v: [T, d_v]; rab: [T, T]. Returns [T, d_v] (float).
 torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                       const torch::Tensor& rab, int64_t max_len);
+                                       const torch::Tensor& rab, int64_t max_len, bool per_query_count = false);
 
 // Time-distance buckets: bucket(t_i - t_j) as documented above, for every pair of positions.
 // timestamps: [B, T] (seconds, any numeric dtype); lengths: [B]. Padded timestamps (positions
@@ -120,6 +132,8 @@ class HSTUImpl : public SequenceEncoderImpl {
   HSTUOptions options_;
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm final_norm_{nullptr};
+  torch::nn::Embedding positions_{nullptr};  // [max_len, D]; only with input_stage
+  torch::nn::Dropout input_dropout_{nullptr};
 };
 TORCH_MODULE(HSTU);
 

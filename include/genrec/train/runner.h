@@ -1,4 +1,4 @@
-// Run-level entry points behind `genrec train`, `eval` and `recommend`.
+// Run-level entry points behind `genrec train`, `eval`, `recommend` and `index-eval`.
 //
 // A run directory holds:
 //   config.toml          the resolved configuration (file + --set overrides + defaults;
@@ -14,6 +14,9 @@
 //   eval.ks [[5, 10, 20]]  eval.exclude_seen [false]  eval.batch_size [256]  eval.negatives [0]
 //   eval.negative_sampling ["uniform"]  eval.seed [2024]
 //   train.seed [42]  train.threads [0 = all cores]
+//   index.kind ["exact"|"flat"|"ivf"|"hnsw"]  index.nlist [4·sqrt(N), at most N/39; only when set]
+//   index.nprobe [16]  index.hnsw_m [32]  index.ef_construction [40]  index.ef_search [128]
+//   (how `recommend` searches the catalogue; see index/item_index.h)
 #pragma once
 
 #include <filesystem>
@@ -57,9 +60,28 @@ struct RecommendRequest {
   std::optional<std::vector<std::string>> history; // raw item ids, oldest first
   int64_t k = 10;
   bool exclude_seen = false;
+  // Search index kind (exact | flat | ivf | hnsw); unset = the run's index.kind (default exact).
+  // exact ranks the model's own scores; the others search query · item vectors and need a
+  // two-tower model (sasrec, hstu): others throw InvalidInput.
+  std::optional<std::string> index;
+  std::vector<std::string> overrides;  // "index.key=value" (only index.* keys)
 };
-// {"user": ..., "history_length": n, "model": type, "items": [{"item", "score", "rank"}, ...]}
+// {"user": ..., "history_length": n, "model": type, "index": kind, "exclude_seen": b,
+//  "items": [{"item", "score", "rank"}, ...]}
 nlohmann::json recommend_run(const std::filesystem::path& run_dir, const RecommendRequest& request);
+
+struct IndexEvalRequest {
+  std::optional<std::string> index;     // as RecommendRequest::index
+  std::vector<std::string> overrides;   // "index.key=value" (only index.* keys)
+  int64_t users = 0;                    // queries: the first N test users (by user id); 0 = all
+};
+// Measures a search index against the exact kind on a run's two-tower model. Queries are the
+// test users' histories (before the test target), seen items not excluded, k = 10.
+// {"run", "model", "index": {kind and its settings}, "n_items", "dim", "users",
+//  "recall_at_10_vs_exact", "build_seconds", "latency_ms": {"p50", "p99"} (one query per call,
+//  1 OpenMP thread), "exact_latency_ms": {"p50", "p99"}, "batch_queries_per_second" (all
+//  queries in one call, the run's train.threads), "encode_seconds"}
+nlohmann::json index_eval_run(const std::filesystem::path& run_dir, const IndexEvalRequest& request);
 
 // Sets torch's intra-op threads: n > 0 as given, 0 = the machine's cores.
 void set_threads(int64_t n);
