@@ -67,12 +67,7 @@ std::string safetensors_bytes(const std::vector<SafetensorsTensor>& tensors,
 // One tensor of an open file. `data` points into the file's mapping: valid while the
 // SafetensorsFile that returned it lives (moving the file object keeps it valid), read-only,
 // and not necessarily aligned to the element size.
-struct SafetensorsView {
-  std::string name;
-  std::string dtype;
-  std::vector<int64_t> shape;
-  const void* data = nullptr;
-  size_t nbytes = 0;
+struct SafetensorsView : SafetensorsTensor {
   size_t offset = 0;  // data_offsets[0]: position in the data buffer
 
   int64_t numel() const;
