@@ -128,6 +128,24 @@ TEST(HSTUTimeBuckets, PaddingIsNeutralised) {
   EXPECT_EQ(buckets[0][1][0].item<int64_t>(), static_cast<int64_t>(std::floor(std::log(100.0) / 0.301)));
 }
 
+TEST(HSTUTimeBuckets, QueryTimesReplaceTheQuerySide) {
+  // Keys at 0, 100, 3600; queries at 100, 3600, 90000 (each query asks about the next event).
+  torch::Tensor ts = torch::tensor({int64_t{0}, int64_t{100}, int64_t{3600}}).view({1, 3});
+  torch::Tensor qs = torch::tensor({int64_t{100}, int64_t{3600}, int64_t{90000}}).view({1, 3});
+  torch::Tensor len = torch::tensor({int64_t{3}});
+  auto bucket = [](double dt) { return static_cast<int64_t>(std::floor(std::log(dt) / 0.301)); };
+  auto b = hstu_time_buckets(ts, len, 128, std::exp(0.301), qs);
+  auto a = b.accessor<int64_t, 3>();
+  EXPECT_EQ(a[0][0][0], bucket(100));           // q0 - t0
+  EXPECT_EQ(a[0][1][0], bucket(3600));          // q1 - t0
+  EXPECT_EQ(a[0][1][1], bucket(3500));          // q1 - t1
+  EXPECT_EQ(a[0][2][2], bucket(90000 - 3600));  // q2 - t2
+  // Passing the timestamps themselves as query times is the default.
+  EXPECT_TRUE(torch::equal(hstu_time_buckets(ts, len, 128, std::exp(0.301), ts),
+                           hstu_time_buckets(ts, len, 128, std::exp(0.301))));
+  EXPECT_THROW(hstu_time_buckets(ts, len, 128, std::exp(0.301), qs.view({3, 1})), c10::Error);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoder
 
@@ -285,6 +303,24 @@ TEST(HSTUTimeBias, TimestampsMatterOnlyWithTimeBias) {
   torch::Tensor e = without->forward(x, lengths, torch::Tensor());
   EXPECT_TRUE(torch::equal(c, d));
   EXPECT_TRUE(torch::equal(c, e));
+}
+
+TEST(HSTUTimeBias, QueryTimeOfAPositionOnlyChangesThatPositionAndLater) {
+  torch::manual_seed(8);
+  const int64_t B = 2, T = 6, D = 8;
+  torch::Tensor x = torch::randn({B, T, D}), lengths = torch::tensor({int64_t{6}, int64_t{5}});
+  torch::Tensor ts = random_timestamps(B, T);
+  HSTU enc(HSTUOptions(D, 8).n_blocks(2).use_time_bias(true));
+  randomize_biases(*enc);
+  enc->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor own = enc->forward(x, lengths, ts);
+  EXPECT_TRUE(torch::equal(own, enc->forward(x, lengths, ts, ts)));
+  torch::Tensor qs = ts.clone();
+  qs.select(1, 3).add_(int64_t{1000000});  // position 3 asks about a much later time
+  torch::Tensor moved = enc->forward(x, lengths, ts, qs);
+  EXPECT_TRUE(torch::equal(own.narrow(1, 0, 3), moved.narrow(1, 0, 3)));
+  EXPECT_GT(max_abs_diff(own.select(1, 3), moved.select(1, 3)), 1e-3);
 }
 
 // ---------------------------------------------------------------------------------------------

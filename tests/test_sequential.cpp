@@ -187,10 +187,12 @@ TEST(Sequential, JaggedTrainingStepEqualsPaddedStep) {
     UserEvents ev = ds.user(u);
     batch.push_back(History{u, ev.items, ev.timestamps, ev.size});
   }
-  for (const std::string encoder : {"sasrec", "hstu"}) {
+  for (const std::string variant : {"sasrec", "hstu", "hstu-next"}) {
+    const std::string encoder = variant.substr(0, variant.find('-'));
     torch::Tensor scores[2];
     for (bool jagged : {true, false}) {
       SequentialOptions o = small_options(encoder, "softmax");
+      if (variant == "hstu-next") o.query_time = "next";
       o.dropout = 0;
       o.epochs = 1;
       o.batch_size = ds.n_users();
@@ -200,7 +202,7 @@ TEST(Sequential, JaggedTrainingStepEqualsPaddedStep) {
       m.fit(TrainContext{ds, split, nullptr, &eval, nullptr});
       scores[jagged ? 0 : 1] = m.score(batch);
     }
-    EXPECT_LT((scores[0] - scores[1]).abs().max().item<double>(), 1e-4) << encoder;
+    EXPECT_LT((scores[0] - scores[1]).abs().max().item<double>(), 1e-4) << variant;
   }
 }
 
@@ -221,6 +223,41 @@ TEST(Sequential, ScoresAreQueryTimesItemEmbeddings) {
     EXPECT_LT((m.score(batch) - torch::matmul(q, items.t())).abs().max().item<double>(), 1e-6);
     if (l2) EXPECT_LT((q.norm(2, 1) - 1).abs().max().item<double>(), 1e-5);
   }
+}
+
+TEST(Sequential, NextQueryTimeReadsTheRequestTime) {
+  // With query_time = next, HSTU's last position is queried at History::request_time; with
+  // own (or without the time bias) the request time is ignored.
+  Dataset ds = tiny_generated();
+  ASSERT_TRUE(ds.has_timestamps());
+  Split split = make_split(ds, SplitOptions{});
+  std::vector<History> now, later;
+  for (int32_t u = 1; u <= 6; ++u) {
+    UserEvents ev = ds.user(u);
+    History h{u, ev.items, ev.timestamps, ev.size - 1, ev.timestamps[ev.size - 2]};
+    now.push_back(h);
+    h.request_time += 400 * 86400;
+    later.push_back(h);
+  }
+  for (const std::string query_time : {"own", "next"})
+    for (bool time_bias : {true, false}) {
+      SequentialOptions o = small_options("hstu", "softmax");
+      o.query_time = query_time;
+      o.time_bias = time_bias;
+      o.epochs = 1;
+      SequentialRecommender m(ds.n_items(), o);
+      EvalOptions eval;
+      m.fit(TrainContext{ds, split, nullptr, &eval, nullptr});  // learns non-zero time biases
+      const double diff = (m.score(now) - m.score(later)).abs().max().item<double>();
+      if (query_time == "next" && time_bias) {
+        EXPECT_GT(diff, 1e-4);
+      } else {
+        EXPECT_EQ(diff, 0.0) << query_time << " time_bias=" << time_bias;
+      }
+    }
+  SequentialOptions o;
+  o.query_time = "target";
+  EXPECT_THROW(SequentialRecommender(10, o), InvalidInput);
 }
 
 TEST(Sequential, LearnsTheGeneratedTransitions) {

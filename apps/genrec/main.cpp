@@ -240,6 +240,9 @@ int main(int argc, char** argv) {
   opt_user->excludes(opt_hist);
   recommend->add_option("--k", rec_req.k, "Number of items")->capture_default_str();
   recommend->add_flag("--exclude-seen", rec_req.exclude_seen, "Leave out items already in the history");
+  recommend->add_option("--at", rec_req.request_time,
+                        "Request time, Unix seconds (read by hstu with model.query_time = next; default: the time of "
+                        "the user's last event)");
   std::string rec_index;
   auto* opt_rec_index = recommend->add_option("--index", rec_index,
                           "Search: exact (the model's own scores, any model; default unless the run's index.kind says "

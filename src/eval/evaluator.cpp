@@ -117,7 +117,7 @@ EvalResult evaluate(Scorer& scorer, const Dataset& ds, const Split& split, Split
       int32_t u = users[b];
       UserEvents ev = ds.user(u);
       int64_t t = targets[static_cast<size_t>(u)];
-      batch.push_back(History{u, ev.items, ev.timestamps, t});
+      batch.push_back(History{u, ev.items, ev.timestamps, t, ev.timestamps ? ev.timestamps[t] : -1});
       batch_targets.push_back(ev.items[t]);
     }
     torch::Tensor scores = scorer.score(batch).to(torch::kCPU, torch::kFloat).contiguous();

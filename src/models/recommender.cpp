@@ -41,6 +41,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
       options["d_qk"] = cfg.get_int("model.d_qk", d.d_qk);
       options["d_v"] = cfg.get_int("model.d_v", d.d_v);
       options["time_bias"] = cfg.get_bool("model.time_bias", d.time_bias);
+      options["query_time"] = cfg.get_string("model.query_time", d.query_time);
       options["input_stage"] = cfg.get_bool("model.input_stage", d.input_stage);
       options["attn_scale"] = cfg.get_string("model.attn_scale", d.attn_scale);
     }

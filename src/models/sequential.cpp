@@ -21,7 +21,7 @@ namespace genrec {
 nlohmann::json SequentialOptions::to_json() const {
   return {{"encoder", encoder}, {"d_model", d_model},   {"max_len", max_len},       {"n_blocks", n_blocks},
           {"n_heads", n_heads}, {"dropout", dropout},   {"d_qk", d_qk},             {"d_v", d_v},
-          {"time_bias", time_bias}, {"loss", loss},     {"negatives", negatives},   {"in_batch", in_batch},
+          {"time_bias", time_bias}, {"query_time", query_time}, {"loss", loss},     {"negatives", negatives},   {"in_batch", in_batch},
           {"temperature", temperature}, {"l2_norm", l2_norm}, {"input_stage", input_stage}, {"attn_scale", attn_scale}, {"epochs", epochs},   {"batch_size", batch_size}, {"jagged", jagged},
           {"lr", lr},           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
@@ -32,7 +32,7 @@ SequentialOptions SequentialOptions::from_json(const nlohmann::json& j) {
   SequentialOptions o;
 #define GENREC_OPT(name) o.name = j.value(#name, o.name)
   GENREC_OPT(encoder); GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads);
-  GENREC_OPT(dropout); GENREC_OPT(d_qk); GENREC_OPT(d_v); GENREC_OPT(time_bias); GENREC_OPT(loss);
+  GENREC_OPT(dropout); GENREC_OPT(d_qk); GENREC_OPT(d_v); GENREC_OPT(time_bias); GENREC_OPT(query_time); GENREC_OPT(loss);
   GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(input_stage); GENREC_OPT(attn_scale); GENREC_OPT(epochs);
   GENREC_OPT(batch_size); GENREC_OPT(jagged); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(warmup_steps);
   GENREC_OPT(lr_schedule); GENREC_OPT(grad_clip); GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric);
@@ -51,6 +51,7 @@ void SequentialOptions::validate() const {
   need(d_model >= 1 && max_len >= 1 && n_blocks >= 1 && n_heads >= 1, "model.d_model, max_len, n_blocks, n_heads must be >= 1");
   need(loss != "sampled_softmax" || negatives >= 1 || in_batch, "model.negatives must be >= 1 (or set model.in_batch)");
   need(temperature > 0, "model.temperature must be > 0");
+  need(query_time == "own" || query_time == "next", "model.query_time must be own or next, got '" + query_time + "'");
   need(epochs >= 1 && batch_size >= 1, "train.epochs and train.batch_size must be >= 1");
   need(lr > 0, "train.lr must be > 0, got " + std::to_string(lr));
   need(weight_decay >= 0 && warmup_steps >= 0 && grad_clip >= 0, "train.weight_decay, warmup_steps, grad_clip must be >= 0");
@@ -98,6 +99,7 @@ struct Batch {
   torch::Tensor targets;     // [B, T] int64 (training only)
   torch::Tensor lengths;     // [B] int64
   torch::Tensor timestamps;  // [B, T] int64 or undefined
+  torch::Tensor query_times; // [B, T] int64 or undefined (query_time = own)
 };
 
 struct TrainMeta {
@@ -164,17 +166,18 @@ SequentialRecommender::~SequentialRecommender() = default;
 int64_t SequentialRecommender::epochs_done() const { return state_->meta.epoch; }
 
 torch::Tensor SequentialRecommender::encode(const torch::Tensor& items, const torch::Tensor& lengths,
-                                            const torch::Tensor& timestamps) {
+                                            const torch::Tensor& timestamps, const torch::Tensor& query_times) {
   torch::Tensor x = state_->net->items(items);
-  return state_->net->encoder->forward(x, lengths, timestamps);
+  return state_->net->encoder->forward(x, lengths, timestamps, query_times);
 }
 
 namespace {
 
 // Builds a right-padded batch from (items, timestamps) spans; the last max_len items of each.
 // pad_to > 0 pads every row to that width instead of the batch's longest row.
+// next_time: also fill query_times with the time of the event each position predicts.
 Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time, bool with_targets,
-                 int64_t pad_to = 0) {
+                 int64_t pad_to = 0, bool next_time = false) {
   const auto B = static_cast<int64_t>(hs.size());
   int64_t T = std::max<int64_t>(1, pad_to);
   std::vector<int64_t> lens(hs.size());
@@ -184,9 +187,11 @@ Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time
     T = std::max(T, lens[b]);
   }
   Batch out;
-  std::vector<int64_t> items(static_cast<size_t>(B * T), 0), targets, times;
+  next_time = next_time && with_time;
+  std::vector<int64_t> items(static_cast<size_t>(B * T), 0), targets, times, query_times;
   if (with_targets) targets.assign(items.size(), 0);
   if (with_time) times.assign(items.size(), 0);
+  if (next_time) query_times.assign(items.size(), 0);
   for (size_t b = 0; b < hs.size(); ++b) {
     const History& h = hs[b];
     const int64_t n = lens[b];
@@ -197,11 +202,18 @@ Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time
       items[dst] = h.items[src];
       if (with_targets) targets[dst] = h.items[src + 1];
       if (with_time && h.timestamps) times[dst] = h.timestamps[src];
+      if (next_time && h.timestamps) {
+        // The predicted event is src + 1: in training it exists; at inference the last
+        // position predicts the requested one, at request_time when known.
+        if (src + 1 < h.size) query_times[dst] = h.timestamps[src + 1];
+        else query_times[dst] = h.request_time >= 0 ? h.request_time : h.timestamps[src];
+      }
     }
   }
   out.items = torch::tensor(items, torch::kLong).view({B, T});
   if (with_targets) out.targets = torch::tensor(targets, torch::kLong).view({B, T});
   if (with_time) out.timestamps = torch::tensor(times, torch::kLong).view({B, T});
+  if (next_time) out.query_times = torch::tensor(query_times, torch::kLong).view({B, T});
   out.lengths = torch::tensor(lens, torch::kLong);
   return out;
 }
@@ -220,8 +232,8 @@ torch::Tensor SequentialRecommender::query_embeddings(const std::vector<History>
     if (h.size == 0) h = History{h.user, &kPad, nullptr, 1};
   const bool with_time = state_->has_timestamps && options_.encoder == "hstu" && options_.time_bias &&
                          std::all_of(hs.begin(), hs.end(), [](const History& h) { return h.timestamps != nullptr; });
-  Batch b = make_batch(hs, options_.max_len, with_time, false);
-  torch::Tensor h = encode(b.items, b.lengths, b.timestamps);               // [B, T, D]
+  Batch b = make_batch(hs, options_.max_len, with_time, false, 0, options_.query_time == "next");
+  torch::Tensor h = encode(b.items, b.lengths, b.timestamps, b.query_times);  // [B, T, D]
   torch::Tensor last = h.index({torch::arange(h.size(0)), b.lengths - 1});  // [B, D]
   if (options_.l2_norm)
     last = torch::nn::functional::normalize(last, torch::nn::functional::NormalizeFuncOptions().dim(-1));
@@ -311,8 +323,8 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
     for (size_t bi : order) {
       auto [lo, hi] = buckets[bi];
       std::vector<History> hs(seqs.begin() + static_cast<long>(lo), seqs.begin() + static_cast<long>(hi));
-      Batch b = make_batch(hs, o.max_len, with_time, true, o.jagged ? 0 : o.max_len);
-      torch::Tensor h = encode(b.items, b.lengths, b.timestamps);  // [B, T, D]
+      Batch b = make_batch(hs, o.max_len, with_time, true, o.jagged ? 0 : o.max_len, o.query_time == "next");
+      torch::Tensor h = encode(b.items, b.lengths, b.timestamps, b.query_times);  // [B, T, D]
       torch::Tensor valid = torch::arange(b.items.size(1)).unsqueeze(0) < b.lengths.unsqueeze(1);  // [B, T]
       torch::Tensor hv = h.index({valid});                 // [N, D]
       torch::Tensor targets = b.targets.index({valid});    // [N]

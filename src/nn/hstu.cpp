@@ -87,18 +87,23 @@ torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tens
 }
 
 torch::Tensor hstu_time_buckets(const torch::Tensor& timestamps, const torch::Tensor& lengths, int64_t n_buckets,
-                                double base) {
+                                double base, const torch::Tensor& query_times) {
   TORCH_CHECK(timestamps.dim() == 2, "hstu: timestamps must be [B, T], got ", timestamps.sizes());
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == timestamps.size(0), "hstu: lengths must be [B], got ",
               lengths.sizes());
+  TORCH_CHECK(!query_times.defined() || query_times.sizes() == timestamps.sizes(),
+              "hstu: query_times must be shaped like timestamps ", timestamps.sizes(), ", got ", query_times.sizes());
   const int64_t T = timestamps.size(1);
-  // Differences in double: int64 seconds fit exactly up to 2^53 and cannot overflow.
-  torch::Tensor ts = timestamps.to(torch::kDouble);                                        // [B, T]
   torch::Tensor len = lengths.to(torch::kLong);
   torch::Tensor valid = torch::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1);   // [B, T]
-  torch::Tensor last = ts.gather(1, (len - 1).clamp(0, T - 1).unsqueeze(1));               // [B, 1]
-  ts = torch::where(valid, ts, last);
-  torch::Tensor dt = (ts.unsqueeze(2) - ts.unsqueeze(1)).abs().clamp_min(1.0);             // [B, T, T]
+  // Differences in double: int64 seconds fit exactly up to 2^53 and cannot overflow.
+  auto clean = [&](const torch::Tensor& t) {
+    torch::Tensor d = t.to(torch::kDouble);                                                // [B, T]
+    return torch::where(valid, d, d.gather(1, (len - 1).clamp(0, T - 1).unsqueeze(1)));
+  };
+  torch::Tensor ts = clean(timestamps);
+  torch::Tensor qs = query_times.defined() ? clean(query_times) : ts;
+  torch::Tensor dt = (qs.unsqueeze(2) - ts.unsqueeze(1)).abs().clamp_min(1.0);             // [B, T, T]
   torch::Tensor bucket = torch::floor(torch::log(dt) / std::log(base));
   return bucket.clamp(0, static_cast<double>(n_buckets - 1)).to(torch::kLong);             // [B, T, T]
 }
@@ -180,7 +185,8 @@ void HSTUImpl::pretty_print(std::ostream& stream) const {
          << ", input_stage=" << (o.input_stage() ? "true" : "false") << ", attn_scale=" << o.attn_scale() << ")";
 }
 
-torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps) {
+torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps,
+                                const torch::Tensor& query_times) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == options_.d_model(), "hstu: x must be [B, T, ", options_.d_model(),
               "], got ", x.sizes());
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0), "hstu: lengths must be [", x.size(0), "], got ",
@@ -202,7 +208,8 @@ torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& len
   h = torch::where(valid, h, torch::zeros({}, x.options()));  // [B, T, D]
   torch::Tensor buckets;  // [B, T, T], shared by the blocks
   if (options_.use_time_bias() && timestamps.defined())
-    buckets = hstu_time_buckets(timestamps.to(x.device()), len, options_.n_time_buckets(), options_.time_bucket_base());
+    buckets = hstu_time_buckets(timestamps.to(x.device()), len, options_.n_time_buckets(), options_.time_bucket_base(),
+                                query_times.defined() ? query_times.to(x.device()) : query_times);
   for (const auto& block : *blocks_) h = block->as<HSTUBlockImpl>()->forward(h, buckets);
   return final_norm_(h);
 }

@@ -58,7 +58,8 @@ void SASRecImpl::pretty_print(std::ostream& stream) const {
          << ")";
 }
 
-torch::Tensor SASRecImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor&) {
+torch::Tensor SASRecImpl::forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor&,
+                                  const torch::Tensor&) {
   const int64_t T = x.size(1);
   if (T > options_.max_len())
     throw InvalidInput("sasrec: sequence width " + std::to_string(T) + " exceeds max_len " + std::to_string(options_.max_len()));

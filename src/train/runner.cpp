@@ -310,6 +310,7 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
   h.items = hist_items.data();
   h.timestamps = hist_ts.empty() ? nullptr : hist_ts.data();
   h.size = static_cast<int64_t>(hist_items.size());
+  h.request_time = req.request_time;
 
   nlohmann::json list = nlohmann::json::array();
   if (index_options.kind == "exact") {
@@ -384,7 +385,7 @@ nlohmann::json index_eval_run(const fs::path& run_dir, const IndexEvalRequest& r
     const int64_t t = split.test_index[static_cast<size_t>(u)];
     if (t < 0) continue;
     UserEvents ev = ds.user(u);
-    histories.push_back(History{u, ev.items, ev.timestamps, t});
+    histories.push_back(History{u, ev.items, ev.timestamps, t, ev.timestamps ? ev.timestamps[t] : -1});
     if (req.users > 0 && static_cast<int64_t>(histories.size()) == req.users) break;
   }
   if (histories.empty()) throw InvalidInput("index-eval: the run's split has no test users");

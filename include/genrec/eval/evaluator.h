@@ -31,6 +31,10 @@ struct History {
   const int32_t* items = nullptr;       // [size] dense item ids
   const int64_t* timestamps = nullptr;  // [size] or nullptr
   int64_t size = 0;
+  // When the recommendation is wanted (seconds, same clock as timestamps), or -1 if unknown.
+  // Evaluation passes the held-out event's time: the request time of that recommendation (its
+  // item stays hidden). Only time-aware models read it (HSTU with model.query_time = "next").
+  int64_t request_time = -1;
 };
 
 // Anything that scores the whole catalogue for a batch of histories.

@@ -29,6 +29,10 @@ struct SequentialOptions {
   double dropout = 0.2;
   int64_t d_qk = 0, d_v = 0;       // hstu: per-head sizes (0 = d_model / n_heads)
   bool time_bias = true;           // hstu: bucketed time-distance bias when the data has timestamps
+  std::string query_time = "own";  // hstu time bias: query time of a position is its own event's
+                                   // time (own) or the time of the event it predicts (next:
+                                   // the target's time in training, History::request_time at
+                                   // inference, else the last event's time)
   bool input_stage = true;         // hstu: x·sqrt(d) + absolute positions + dropout before the blocks
   std::string attn_scale = "max_len";  // hstu: attention normaliser, max_len | count (keys per query)
   std::string loss = "softmax";    // softmax | sampled_softmax | bce
@@ -72,7 +76,8 @@ class SequentialRecommender : public Recommender {
   void load(torch::serialize::InputArchive& archive) override;
 
   // The network (for tests): hidden states [B, T, D] for right-padded items [B, T].
-  torch::Tensor encode(const torch::Tensor& items, const torch::Tensor& lengths, const torch::Tensor& timestamps);
+  torch::Tensor encode(const torch::Tensor& items, const torch::Tensor& lengths, const torch::Tensor& timestamps,
+                       const torch::Tensor& query_times);
   int64_t epochs_done() const;
 
  private:

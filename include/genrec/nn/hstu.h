@@ -7,15 +7,17 @@
 //
 // with rab = a learned bias over the position distance i - j (one table of max_len entries per
 // block and head; longer distances share the last entry) plus, when use_time_bias is set and
-// timestamps are given, a learned bias over the bucketed time distance t_i - t_j (one table of
+// timestamps are given, a learned bias over the bucketed time distance q_i - t_j (one table of
 // n_time_buckets entries per block and head). Time buckets follow Meta's
 // generative-recommenders code (log(|Δt|) / 0.301):
 //
 //   bucket(Δt) = min(n_time_buckets - 1, floor(ln(max(1, |Δt|)) / ln(time_bucket_base)))
 //
 // with Δt in seconds and time_bucket_base = e^0.301 ≈ 1.351 by default (so 1 s and 0 s fall in
-// bucket 0, one hour in 27, one day in 37, one year in 57). The query's own event time t_i is
-// used (Meta uses the next event's time, which is not known at inference here).
+// bucket 0, one hour in 27, one day in 37, one year in 57). The query time of position i is
+// its own event time t_i unless the caller passes query times: SequentialRecommender with
+// model.query_time = "next" passes the next event's time in training and the request time at
+// inference (the held-out event's time in evaluation), as Meta's code does.
 //
 // Before the first block (input_stage, the default), the input is scaled by sqrt(d_model), a
 // learned absolute position embedding is added and dropout applied, as in Meta's code and SASRec.
@@ -91,12 +93,13 @@ torch::Tensor hstu_attention(const torch::Tensor& q, const torch::Tensor& k, con
 torch::Tensor hstu_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        const torch::Tensor& rab, int64_t max_len, bool per_query_count = false);
 
-// Time-distance buckets: bucket(t_i - t_j) as documented above, for every pair of positions.
-// timestamps: [B, T] (seconds, any numeric dtype); lengths: [B]. Padded timestamps (positions
-// >= length) are replaced by the row's last valid one first, so garbage there cannot overflow.
-// Returns [B, T, T] int64 in [0, n_buckets).
+// Time-distance buckets: bucket(q_i - t_j) as documented above, for every pair of positions,
+// with q = query_times when given, else q = timestamps.
+// timestamps, query_times: [B, T] (seconds, any numeric dtype); lengths: [B]. Padded entries
+// (positions >= length) are replaced by the row's last valid one first, so garbage there cannot
+// overflow. Returns [B, T, T] int64 in [0, n_buckets).
 torch::Tensor hstu_time_buckets(const torch::Tensor& timestamps, const torch::Tensor& lengths, int64_t n_buckets,
-                                double base);
+                                double base, const torch::Tensor& query_times = torch::Tensor());
 
 // One HSTU block (see the top of this file).
 class HSTUBlockImpl : public torch::nn::Cloneable<HSTUBlockImpl> {
@@ -122,10 +125,13 @@ class HSTUImpl : public SequenceEncoderImpl {
   explicit HSTUImpl(HSTUOptions options);
   void reset();
   void pretty_print(std::ostream& stream) const override;
-  // x [B, T, D] float, lengths [B] int64 (1..T), timestamps [B, T] int64 seconds or undefined.
+  // x [B, T, D] float, lengths [B] int64 (1..T), timestamps [B, T] int64 seconds or undefined,
+  // query_times [B, T] int64 seconds or undefined (= timestamps): the time bias of query i and
+  // key j buckets query_times[i] - timestamps[j].
   // Returns [B, T, D]; positions >= length hold unspecified (finite) values.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths,
-                        const torch::Tensor& timestamps) override;
+  using SequenceEncoderImpl::forward;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps,
+                        const torch::Tensor& query_times) override;
   const HSTUOptions& options() const { return options_; }
 
  private:

@@ -46,8 +46,9 @@ class SASRecImpl : public SequenceEncoderImpl {
   explicit SASRecImpl(SASRecOptions options);
   void reset();
   void pretty_print(std::ostream& stream) const override;
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths,
-                        const torch::Tensor& timestamps) override;
+  using SequenceEncoderImpl::forward;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps,
+                        const torch::Tensor& query_times) override;
   const SASRecOptions& options() const { return options_; }
 
  private:

@@ -60,6 +60,7 @@ struct RecommendRequest {
   std::optional<std::vector<std::string>> history; // raw item ids, oldest first
   int64_t k = 10;
   bool exclude_seen = false;
+  int64_t request_time = -1;  // Unix seconds; -1 = unknown (History::request_time)
   // Search index kind (exact | flat | ivf | hnsw); unset = the run's index.kind (default exact).
   // exact ranks the model's own scores; the others search query · item vectors and need a
   // two-tower model (sasrec, hstu): others throw InvalidInput.
