@@ -211,6 +211,10 @@ int main(int argc, char** argv) {
   generate->add_option("--mean-len", gen.mean_len, "Mean sequence length")->capture_default_str();
   generate->add_option("--max-len", gen.max_len, "Longest sequence")->capture_default_str();
   generate->add_option("--p-transition", gen.p_transition, "Chance the next item follows the transition graph")->capture_default_str();
+  generate->add_option("--actions", gen.n_action_types,
+                       "Action types per event with a known ground truth (0 = none; skip, click, like, share, ...)")
+      ->capture_default_str();
+  generate->add_flag("--ratings", gen.ratings, "Ratings 1..5 driven by user-item affinity (ground truth for ranking)");
   generate->add_flag("--force", force, "Replace an existing output directory");
 
   // ---- train / eval / recommend ----
@@ -260,6 +264,20 @@ int main(int argc, char** argv) {
   index_eval->add_option("--set", ie_req.overrides, "Override an index key, e.g. index.nprobe=32 (repeatable; index.* only)");
   index_eval->add_option("--users", ie_req.users, "Query with the first N test users' histories (0 = all test users)")
       ->capture_default_str();
+
+  RankCliRequest rank_req;
+  std::string rank_run_dir, rank_user, rank_history, rank_candidates;
+  auto* rank = app.add_subcommand(
+      "rank", "Per-candidate, per-task scores of a ranking run (genrank, din) for a user or an ad-hoc history; JSON on stdout");
+  rank->add_option("--run", rank_run_dir, "Run directory of a ranking model")->required();
+  auto* opt_rank_user = rank->add_option("--user", rank_user, "Raw user id: rank after its whole history");
+  auto* opt_rank_hist = rank->add_option(
+      "--history", rank_history,
+      "Comma-separated raw item ids, oldest first, each optionally ITEM:FEEDBACK (an action name or rating value)");
+  opt_rank_user->excludes(opt_rank_hist);
+  rank->add_option("--candidates", rank_candidates, "Comma-separated raw item ids to score")->required();
+  rank->add_option("--at", rank_req.request_time,
+                   "Request time, Unix seconds (genrank's time bias; default: the last history event's time)");
 
   ExportRequest export_req;
   std::string export_run_dir, export_out;
@@ -356,6 +374,12 @@ int main(int argc, char** argv) {
     } else if (*index_eval) {
       if (opt_ie_index->count() > 0) ie_req.index = ie_index;
       print_json(index_eval_run(ie_run, ie_req));
+    } else if (*rank) {
+      if (opt_rank_user->count() > 0) rank_req.user = rank_user;
+      if (opt_rank_hist->count() > 0) rank_req.history = split_commas(rank_history);
+      if (!rank_req.user && !rank_req.history) throw InvalidInput("rank: give --user or --history");
+      rank_req.candidates = split_commas(rank_candidates);
+      print_json(rank_cli_run(rank_run_dir, rank_req));
     } else if (*export_cmd) {
       export_req.run = export_run_dir;
       export_req.out = export_out;

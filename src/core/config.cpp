@@ -203,6 +203,45 @@ std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vec
   return out;
 }
 
+std::vector<double> Config::get_double_list(const std::string& key, const std::vector<double>& fallback) {
+  impl_->used.insert(key);
+  const toml::node* n = find_node(impl_->table, key);
+  if (!n) {
+    toml::array arr;
+    for (auto v : fallback) arr.push_back(v);
+    set_node(impl_->resolved, key, std::move(arr), impl_->source);
+    return fallback;
+  }
+  const toml::array* arr = n->as_array();
+  if (!arr) throw InvalidInput(type_error(*this, key, "an array of numbers"));
+  std::vector<double> out;
+  for (const auto& el : *arr) {
+    if (el.is_integer()) out.push_back(static_cast<double>(*el.value<int64_t>()));
+    else if (el.is_floating_point()) out.push_back(*el.value<double>());
+    else throw InvalidInput(type_error(*this, key, "an array of numbers"));
+  }
+  return out;
+}
+
+std::vector<std::string> Config::get_string_list(const std::string& key, const std::vector<std::string>& fallback) {
+  impl_->used.insert(key);
+  const toml::node* n = find_node(impl_->table, key);
+  if (!n) {
+    toml::array arr;
+    for (const auto& v : fallback) arr.push_back(v);
+    set_node(impl_->resolved, key, std::move(arr), impl_->source);
+    return fallback;
+  }
+  const toml::array* arr = n->as_array();
+  if (!arr) throw InvalidInput(type_error(*this, key, "an array of strings"));
+  std::vector<std::string> out;
+  for (const auto& el : *arr) {
+    if (!el.is_string()) throw InvalidInput(type_error(*this, key, "an array of strings"));
+    out.push_back(*el.value<std::string>());
+  }
+  return out;
+}
+
 void Config::check_unused() const {
   std::vector<std::string> leaves;
   collect_leaves(impl_->table, "", leaves);

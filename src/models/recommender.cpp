@@ -98,6 +98,10 @@ void save_checkpoint(const std::filesystem::path& path, const Recommender& model
   archive.write("genrec/meta", c10::IValue(meta.dump()));
   archive.write("genrec/items", c10::IValue(items.serialize()));
   model.save(archive);
+  write_checkpoint_archive(path, archive);
+}
+
+void write_checkpoint_archive(const std::filesystem::path& path, torch::serialize::OutputArchive& archive) {
   std::ostringstream payload_stream;
   archive.save_to(payload_stream);
   std::string payload = payload_stream.str();
@@ -114,7 +118,7 @@ void save_checkpoint(const std::filesystem::path& path, const Recommender& model
   write_file_atomic(path, out);
 }
 
-LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
+std::string read_checkpoint_payload(const std::filesystem::path& path) {
   std::string data = read_file(path);
   SourceLocation where{path.string(), 0, ""};
   if (data.size() < kHeaderSize || std::memcmp(data.data(), kCkptMagic, 8) != 0)
@@ -130,7 +134,25 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
                                   std::to_string(size) + " payload bytes)");
   std::string_view payload(data.data() + kHeaderSize, size);
   if (crc32_of(payload) != crc) throw InvalidInput(where, "checkpoint checksum mismatch (corrupted file)");
+  return std::string(payload);
+}
 
+std::string checkpoint_type(const std::filesystem::path& path) {
+  std::string payload = read_checkpoint_payload(path);
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(payload.data(), payload.size());
+    c10::IValue meta_v;
+    archive.read("genrec/meta", meta_v);
+    return nlohmann::json::parse(meta_v.toStringRef()).at("type").get<std::string>();
+  } catch (const std::exception& e) {
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
+  }
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
+  std::string payload = read_checkpoint_payload(path);
+  SourceLocation where{path.string(), 0, ""};
   LoadedCheckpoint out;
   try {
     torch::serialize::InputArchive archive;

@@ -138,25 +138,46 @@ void HSTUBlockImpl::reset() {
   if (time_bias_.defined()) time_bias_.normal_(0.0, 0.02);
 }
 
-torch::Tensor HSTUBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& time_buckets) {
+HSTUBlockImpl::Projection HSTUBlockImpl::project(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), H = options_.n_heads();
   torch::Tensor uvqk = torch::silu(uvqk_(input_norm_(x)));  // [B, T, H * (2 d_v + 2 d_qk)]
   std::vector<torch::Tensor> parts = uvqk.split_with_sizes({H * d_v_, H * d_v_, H * d_qk_, H * d_qk_}, -1);
-  const torch::Tensor& u = parts[0];                                                          // [B, T, H d_v]
   auto heads = [&](const torch::Tensor& t, int64_t d) { return t.reshape({B, T, H, d}).transpose(1, 2); };
-  torch::Tensor v = heads(parts[1], d_v_), q = heads(parts[2], d_qk_), k = heads(parts[3], d_qk_);  // [B, H, T, d]
+  return Projection{parts[0], heads(parts[1], d_v_), heads(parts[2], d_qk_), heads(parts[3], d_qk_)};
+}
 
-  // Relative attention bias: position distance i - j (clamped; j > i is masked anyway) ...
+torch::Tensor HSTUBlockImpl::relative_bias(const torch::Tensor& distance, const torch::Tensor& time_buckets) const {
+  const int64_t H = options_.n_heads();
+  std::vector<int64_t> shape{H};
+  for (int64_t s : distance.sizes()) shape.push_back(s);
+  torch::Tensor d = distance.clamp(0, options_.max_len() - 1).reshape({-1});
+  torch::Tensor bias = pos_bias_.index_select(1, d).view(shape);
+  if (time_bias_.defined() && time_buckets.defined()) {
+    TORCH_CHECK(time_buckets.sizes() == distance.sizes(), "hstu: time buckets ", time_buckets.sizes(),
+                " must be shaped like the distances ", distance.sizes());
+    bias = bias + time_bias_.index_select(1, time_buckets.reshape({-1})).view(shape);
+  }
+  return bias;  // [H, ...]
+}
+
+torch::Tensor HSTUBlockImpl::combine(const torch::Tensor& x, const torch::Tensor& attn, const torch::Tensor& u) {
+  return x + out_(dropout_(attn_norm_(attn) * u));
+}
+
+torch::Tensor HSTUBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& time_buckets) {
+  const int64_t B = x.size(0), T = x.size(1), H = options_.n_heads();
+  Projection p = project(x);  // v, q, k [B, H, T, d]
+  // Relative attention bias: position distance i - j (clamped; j > i is masked anyway) plus
+  // the bucketed time distance.
   torch::Tensor pos = torch::arange(T, x.options().dtype(torch::kLong));
-  torch::Tensor distance = (pos.unsqueeze(1) - pos.unsqueeze(0)).clamp(0, options_.max_len() - 1);  // [T, T]
-  torch::Tensor rab = pos_bias_.index_select(1, distance.reshape({-1})).view({1, H, T, T});
-  // ... plus bucketed time distance.
+  torch::Tensor distance = pos.unsqueeze(1) - pos.unsqueeze(0);  // [T, T]
+  torch::Tensor rab = relative_bias(distance, torch::Tensor()).unsqueeze(0);  // [1, H, T, T]
   if (time_bias_.defined() && time_buckets.defined())
     rab = rab + time_bias_.index_select(1, time_buckets.reshape({-1})).view({H, B, T, T}).transpose(0, 1);
 
-  torch::Tensor attn = hstu_attention(q, k, v, rab, options_.max_len(), options_.attn_scale() == "count");  // [B, H, T, d_v]
+  torch::Tensor attn = hstu_attention(p.q, p.k, p.v, rab, options_.max_len(), options_.attn_scale() == "count");  // [B, H, T, d_v]
   attn = attn.transpose(1, 2).reshape({B, T, H * d_v_});
-  return x + out_(dropout_(attn_norm_(attn) * u));  // [B, T, D]
+  return combine(x, attn, p.u);  // [B, T, D]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,12 +220,7 @@ torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& len
   // (the causal weights there are exact zeros, but 0 · NaN is NaN).
   torch::Tensor len = lengths.to(x.device(), torch::kLong);
   torch::Tensor valid = (torch::arange(T, len.options()).unsqueeze(0) < len.unsqueeze(1)).unsqueeze(-1);  // [B, T, 1]
-  torch::Tensor h = x;
-  if (options_.input_stage()) {
-    // Positions beyond max_len share the last embedding, as distances share the last bias entry.
-    torch::Tensor pos = torch::arange(T, len.options()).clamp_max(options_.max_len() - 1);
-    h = input_dropout_(h * std::sqrt(static_cast<double>(options_.d_model())) + positions_(pos).unsqueeze(0));
-  }
+  torch::Tensor h = embed_input(x, torch::arange(T, len.options()).unsqueeze(0));
   h = torch::where(valid, h, torch::zeros({}, x.options()));  // [B, T, D]
   torch::Tensor buckets;  // [B, T, T], shared by the blocks
   if (options_.use_time_bias() && timestamps.defined())
@@ -212,6 +228,102 @@ torch::Tensor HSTUImpl::forward(const torch::Tensor& x, const torch::Tensor& len
                                 query_times.defined() ? query_times.to(x.device()) : query_times);
   for (const auto& block : *blocks_) h = block->as<HSTUBlockImpl>()->forward(h, buckets);
   return final_norm_(h);
+}
+
+torch::Tensor HSTUImpl::embed_input(const torch::Tensor& x, const torch::Tensor& positions) {
+  if (!options_.input_stage()) return x;
+  // Positions beyond max_len share the last embedding, as distances share the last bias entry.
+  torch::Tensor pos = positions.clamp_max(options_.max_len() - 1);
+  return input_dropout_(x * std::sqrt(static_cast<double>(options_.d_model())) + positions_(pos));
+}
+
+torch::Tensor HSTUImpl::forward_candidates(const torch::Tensor& hist_x, const torch::Tensor& hist_lengths,
+                                           const torch::Tensor& hist_times, const torch::Tensor& cand_x,
+                                           const torch::Tensor& cand_times, int64_t micro_batch) {
+  const auto& o = options_;
+  TORCH_CHECK(hist_x.dim() == 3 && hist_x.size(2) == o.d_model(), "hstu: hist_x must be [B, T, ", o.d_model(),
+              "], got ", hist_x.sizes());
+  TORCH_CHECK(cand_x.dim() == 3 && cand_x.size(0) == hist_x.size(0) && cand_x.size(2) == o.d_model(),
+              "hstu: cand_x must be [B, M, ", o.d_model(), "], got ", cand_x.sizes());
+  TORCH_CHECK(micro_batch >= 1, "hstu: micro_batch must be >= 1, got ", micro_batch);
+  const int64_t B = hist_x.size(0), T = hist_x.size(1), M = cand_x.size(1), H = o.n_heads();
+  const bool with_time = o.use_time_bias() && hist_times.defined();
+  TORCH_CHECK(!with_time || (hist_times.dim() == 2 && hist_times.size(0) == B && hist_times.size(1) == T),
+              "hstu: hist_times must be [B, T], got ", hist_times.sizes());
+  TORCH_CHECK(!with_time || !cand_times.defined() || cand_times.sizes() == cand_x.sizes().slice(0, 2),
+              "hstu: cand_times must be [B, M], got ", cand_times.sizes());
+  torch::Tensor len = hist_lengths.to(hist_x.device(), torch::kLong);                         // [B]
+  torch::Tensor j = torch::arange(T, len.options());                                           // [T]
+  torch::Tensor hist_valid = j.unsqueeze(0) < len.unsqueeze(1);                                // [B, T]
+
+  // History: the ordinary causal pass, keeping each block's keys and values.
+  torch::Tensor h = torch::where(hist_valid.unsqueeze(-1), embed_input(hist_x, j.unsqueeze(0)),
+                                 torch::zeros({}, hist_x.options()));
+  torch::Tensor ts, hist_buckets;
+  if (with_time && T > 0) {
+    // Padding takes the row's last valid time (none: 0), as hstu_time_buckets does.
+    torch::Tensor t = hist_times.to(hist_x.device(), torch::kLong);
+    torch::Tensor last = t.gather(1, (len - 1).clamp_min(0).clamp_max(std::max<int64_t>(T - 1, 0)).unsqueeze(1));
+    last = torch::where(len.unsqueeze(1) > 0, last, torch::zeros_like(last));
+    ts = torch::where(hist_valid, t, last);                                                    // [B, T]
+    hist_buckets = hstu_time_buckets(ts, len.clamp_min(1), o.n_time_buckets(), o.time_bucket_base());
+  }
+  std::vector<torch::Tensor> keys, values;
+  for (const auto& module : *blocks_) {
+    auto* block = module->as<HSTUBlockImpl>();
+    HSTUBlockImpl::Projection p = block->project(h);
+    keys.push_back(p.k);
+    values.push_back(p.v);
+    if (T > 0) h = block->forward(h, hist_buckets);
+  }
+
+  // Candidates, micro_batch at a time: position len_b, keys = history of row b + itself.
+  torch::Tensor cand_pos = len.unsqueeze(1).expand({B, M});                                   // [B, M]
+  torch::Tensor distance = (len.unsqueeze(1) - j.unsqueeze(0));                                // [B, T]
+  torch::Tensor qtime;
+  if (with_time) {
+    torch::Tensor fallback = T > 0 ? ts.gather(1, (len - 1).clamp_min(0).clamp_max(T - 1).unsqueeze(1))
+                                   : torch::zeros({B, 1}, len.options());
+    qtime = cand_times.defined() ? cand_times.to(hist_x.device(), torch::kLong) : fallback.expand({B, M});
+  }
+  const double scale_const = static_cast<double>(o.max_len());
+  torch::Tensor scale = o.attn_scale() == "count" ? (len + 1).to(hist_x.scalar_type()).view({B, 1, 1, 1})
+                                                  : torch::full({}, scale_const, hist_x.options());
+  std::vector<torch::Tensor> outs;
+  for (int64_t m0 = 0; m0 < M; m0 += micro_batch) {
+    const int64_t mb = std::min(micro_batch, M - m0);
+    torch::Tensor c = embed_input(cand_x.narrow(1, m0, mb), cand_pos.narrow(1, m0, mb));      // [B, mb, D]
+    torch::Tensor buckets_hist, buckets_self;
+    if (with_time) {
+      torch::Tensor qt = qtime.narrow(1, m0, mb).to(torch::kDouble);                           // [B, mb]
+      if (T > 0) {
+        torch::Tensor dt = (qt.unsqueeze(2) - ts.to(torch::kDouble).unsqueeze(1)).abs().clamp_min(1.0);
+        buckets_hist = torch::floor(torch::log(dt) / std::log(o.time_bucket_base()))
+                           .clamp(0, static_cast<double>(o.n_time_buckets() - 1))
+                           .to(torch::kLong);                                                   // [B, mb, T]
+      }
+      buckets_self = torch::zeros({B, mb}, len.options());                                      // |Δt| = 0
+    }
+    for (size_t l = 0; l < keys.size(); ++l) {
+      auto* block = (*blocks_)[l]->as<HSTUBlockImpl>();
+      HSTUBlockImpl::Projection p = block->project(c);                                          // q, k, v [B, H, mb, d]
+      torch::Tensor self_bias = block->relative_bias(torch::zeros({B, mb}, len.options()), buckets_self);  // [H, B, mb]
+      torch::Tensor self_w = torch::silu((p.q * p.k).sum(-1) + self_bias.transpose(0, 1));     // [B, H, mb]
+      torch::Tensor attn = self_w.unsqueeze(-1) * p.v;                                          // [B, H, mb, d_v]
+      if (T > 0) {
+        torch::Tensor dist = distance.unsqueeze(1).expand({B, mb, T});
+        torch::Tensor rab = block->relative_bias(dist, buckets_hist).transpose(0, 1);           // [B, H, mb, T]
+        torch::Tensor s = torch::matmul(p.q, keys[l].transpose(-2, -1)) + rab;                  // [B, H, mb, T]
+        torch::Tensor w = torch::where(hist_valid.view({B, 1, 1, T}), torch::silu(s), torch::zeros({}, s.options()));
+        attn = attn + torch::matmul(w, values[l]);
+      }
+      attn = (attn / scale).transpose(1, 2).reshape({B, mb, H * p.v.size(-1)});
+      c = block->combine(c, attn, p.u);
+    }
+    outs.push_back(final_norm_(c));
+  }
+  if (outs.empty()) return torch::zeros({B, 0, o.d_model()}, hist_x.options());
+  return torch::cat(outs, 1);
 }
 
 }  // namespace genrec

@@ -18,6 +18,7 @@
 #include "genrec/data/split.h"
 #include "genrec/index/item_index.h"
 #include "genrec/models/recommender.h"
+#include "genrec/rank/ranker.h"
 
 namespace genrec {
 
@@ -131,6 +132,80 @@ torch::Tensor item_vectors(Recommender& model, const std::string& kind, const ch
 
 }  // namespace
 
+// A new run directory (refuses to clobber unless asked) with config.toml and an empty log.
+void prepare_run_dir(const TrainRequest& req, const Config& cfg) {
+  std::error_code ec;
+  if (fs::exists(req.out, ec)) {
+    if (!req.overwrite && !fs::is_empty(req.out, ec))
+      throw InvalidInput(req.out.string() + ": run directory exists and is not empty (use --force to replace it, or --resume)");
+    if (req.overwrite) fs::remove_all(req.out, ec);
+  }
+  fs::create_directories(req.out / "checkpoints", ec);
+  if (ec) throw IOError(req.out.string() + ": cannot create run directory: " + ec.message());
+  write_file_atomic(req.out / "config.toml", cfg.resolved_toml());
+  write_file_atomic(req.out / "train_log.jsonl", "");
+}
+
+Dataset load_run_dataset(const fs::path& path, const std::string& stage) {
+  try {
+    return load_dataset(path);
+  } catch (...) {
+    rethrow_with_stage(stage);
+  }
+}
+
+// The ranking family (genrank, din): same run directory layout, ranking metrics.
+TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest& req, const ProgressCallback& progress) {
+  if (req.resume)
+    throw InvalidInput("--resume is not supported for ranking models (genrank, din): start again with --force");
+  set_threads(s.threads);
+  torch::manual_seed(static_cast<uint64_t>(s.seed));
+  Dataset ds = load_run_dataset(s.data_path, "loading dataset");
+  RankerOptions ro = RankerOptions::from_config(cfg);
+  cfg.check_unused();
+  Split split = make_split(ds, s.split);
+  RankData rd = make_rank_data(ds, ro.data_options());
+  Ranker ranker(ro, ds.n_items(), rd.n_feedback);
+  prepare_run_dir(req, cfg);
+  const fs::path log_path = req.out / "train_log.jsonl";
+  const fs::path best_path = req.out / "checkpoints" / "best.ckpt", last_path = req.out / "checkpoints" / "last.ckpt";
+  GENREC_LOG_INFO("training %s on %s: %d users, %d items, %lld events, %zu tasks", ro.type.c_str(),
+                  s.data_path.string().c_str(), ds.n_users(), ds.n_items(), static_cast<long long>(ds.n_events()),
+                  rd.n_tasks());
+  auto t0 = std::chrono::steady_clock::now();
+  double seconds_to_best = 0;
+  int64_t best_epoch = 0;
+  RankTrainContext ctx{ds, rd, split, progress, nullptr};
+  ctx.on_validation = [&](const nlohmann::json& line, bool is_best) {
+    append_line(log_path, line.dump());
+    nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
+    if (is_best) {
+      save_ranker_checkpoint(best_path, ranker, ds.items, rd, meta);
+      seconds_to_best = line.value("elapsed_seconds", 0.0);
+      best_epoch = line.value("epoch", int64_t{0});
+    }
+    save_ranker_checkpoint(last_path, ranker, ds.items, rd, meta);
+  };
+  ranker.fit(ctx);
+  TrainResult result;
+  result.run_dir = req.out;
+  result.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.valid = ranker.evaluate(ds, rd, split, SplitPart::Valid, progress);
+  result.test = ranker.evaluate(ds, rd, split, SplitPart::Test, progress);
+  nlohmann::json metrics = result.test.to_json();
+  metrics["model"] = ro.type;
+  metrics["best_epoch"] = best_epoch;
+  metrics["train_seconds"] = result.train_seconds;
+  metrics["seconds_to_best"] = seconds_to_best;
+  metrics["valid"] = result.valid.metrics;
+  write_file_atomic(req.out / "metrics.json", metrics.dump(2) + "\n");
+  const std::string metric = ro.resolved_metric();
+  GENREC_LOG_INFO("%s: test %s %.4f (%lld users)", ro.type.c_str(), metric.c_str(),
+                  result.test.metrics.count(metric) ? result.test.metrics.at(metric) : -1.0,
+                  static_cast<long long>(result.test.n_users));
+  return result;
+}
+
 TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress) {
   // A resumed run takes its configuration from the run directory.
   Config cfg = req.resume ? load_run_config(req.out, {})
@@ -146,6 +221,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   // Absolute data path in the saved config, so eval/recommend work from any directory.
   s.data_path = fs::absolute(s.data_path).lexically_normal();
   cfg.set_override("data.path=\"" + s.data_path.string() + "\"");
+  if (is_ranker_type(cfg.get_string("model.type", "markov"))) return rank_train_run(cfg, s, req, progress);
 
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
@@ -184,16 +260,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     write_file_atomic(log_path, kept);
     GENREC_LOG_INFO("resuming %s from epoch %lld", model->type().c_str(), static_cast<long long>(done));
   } else {
-    // Prepare the run directory: refuse to clobber unless asked.
-    if (fs::exists(req.out, ec)) {
-      if (!req.overwrite && !fs::is_empty(req.out, ec))
-        throw InvalidInput(req.out.string() + ": run directory exists and is not empty (use --force to replace it, or --resume)");
-      if (req.overwrite) fs::remove_all(req.out, ec);
-    }
-    fs::create_directories(req.out / "checkpoints", ec);
-    if (ec) throw IOError(req.out.string() + ": cannot create run directory: " + ec.message());
-    write_file_atomic(req.out / "config.toml", cfg.resolved_toml());
-    write_file_atomic(log_path, "");
+    prepare_run_dir(req, cfg);
   }
 
   GENREC_LOG_INFO("training %s on %s: %d users, %d items, %lld train events", model->type().c_str(),
@@ -265,12 +332,87 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   } catch (...) {
     rethrow_with_stage("loading dataset of run " + run_dir.string());
   }
-  LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  const fs::path best = run_dir / "checkpoints" / "best.ckpt";
+  if (is_ranker_type(checkpoint_type(best))) {
+    LoadedRanker r = load_ranker_checkpoint(best);
+    if (r.items.size() != ds.n_items())
+      throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(r.items.size()) +
+                         " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
+    RankData rd = make_rank_data(ds, r.ranker->options().data_options());
+    return r.ranker->evaluate(ds, rd, make_split(ds, s.split), part, progress);
+  }
+  LoadedCheckpoint ckpt = load_checkpoint(best);
   if (ckpt.items.size() != ds.n_items())
     throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
                        " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
   Split split = make_split(ds, s.split);
   return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
+}
+
+nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) {
+  if (req.user.has_value() == req.history.has_value()) throw InvalidInput("rank: give exactly one of --user and --history");
+  if (req.candidates.empty()) throw InvalidInput("rank: --candidates must list at least one item");
+  Config cfg = load_run_config(run_dir, {});
+  RunSettings s = read_settings(cfg);
+  set_threads(s.threads);
+  LoadedRanker r = load_ranker_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  Dataset ds = load_run_dataset(s.data_path, "loading dataset of run " + run_dir.string());
+  if (r.items.size() != ds.n_items())
+    throw InvalidInput(run_dir.string() + ": checkpoint and dataset " + s.data_path.string() + " disagree on the item count");
+  RankData rd = make_rank_data(ds, r.ranker->options().data_options());
+  std::vector<int32_t> items, feedback, cands;
+  std::vector<int64_t> times;
+  std::string unknown;
+  auto item_id = [&](const std::string& raw) -> int32_t {
+    auto id = r.items.find(raw);
+    if (!id) unknown += (unknown.empty() ? "" : ", ") + raw;
+    return id ? *id : 0;
+  };
+  if (req.user) {
+    auto u = ds.users.find(*req.user);
+    if (!u) throw InvalidInput("rank: unknown user '" + *req.user + "' in dataset " + s.data_path.string());
+    const int64_t b = ds.user_offsets[static_cast<size_t>(*u)], e = ds.user_offsets[static_cast<size_t>(*u) + 1];
+    for (int64_t i = b; i < e; ++i) {
+      items.push_back(ds.event_items[static_cast<size_t>(i)]);
+      feedback.push_back(rd.feedback[static_cast<size_t>(i)]);
+      if (ds.has_timestamps()) times.push_back(ds.event_timestamps[static_cast<size_t>(i)]);
+    }
+  } else {
+    for (const auto& entry : *req.history) {
+      const auto colon = entry.rfind(':');
+      const std::string raw = colon == std::string::npos ? entry : entry.substr(0, colon);
+      int32_t fb = 1;
+      if (colon != std::string::npos) {
+        const std::string name = entry.substr(colon + 1);
+        auto it = std::find(rd.feedback_names.begin(), rd.feedback_names.end(), name);
+        if (it == rd.feedback_names.end()) {
+          std::string known;
+          for (const auto& n : rd.feedback_names) known += (known.empty() ? "" : ", ") + n;
+          throw InvalidInput("rank: --history entry '" + entry + "': unknown feedback '" + name + "' (known: " + known + ")");
+        }
+        fb = static_cast<int32_t>(it - rd.feedback_names.begin()) + 1;
+      }
+      items.push_back(item_id(raw));
+      feedback.push_back(fb);
+    }
+  }
+  for (const auto& raw : req.candidates) cands.push_back(item_id(raw));
+  if (!unknown.empty()) throw InvalidInput("rank: unknown item id(s): " + unknown);
+  torch::Tensor out = r.ranker->score(items, feedback, times, cands, req.request_time).contiguous();
+  auto a = out.accessor<float, 2>();
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t m = 0; m < cands.size(); ++m) {
+    nlohmann::json scores = nlohmann::json::object();
+    for (size_t k = 0; k < rd.tasks.size(); ++k) {
+      const double v = a[static_cast<int64_t>(m)][static_cast<int64_t>(k)];
+      scores[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
+    }
+    list.push_back({{"item", req.candidates[m]}, {"scores", scores}});
+  }
+  return {{"user", req.user ? nlohmann::json(*req.user) : nlohmann::json()},
+          {"model", r.ranker->options().type},
+          {"history_length", items.size()},
+          {"candidates", list}};
 }
 
 nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& req) {

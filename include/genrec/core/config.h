@@ -37,6 +37,8 @@ class Config {
   double get_double(const std::string& key, double fallback);
   bool get_bool(const std::string& key, bool fallback);
   std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& fallback);
+  std::vector<double> get_double_list(const std::string& key, const std::vector<double>& fallback);  // integers accepted
+  std::vector<std::string> get_string_list(const std::string& key, const std::vector<std::string>& fallback);
   // Required keys: throw InvalidInput when absent.
   std::string require_string(const std::string& key);
 

@@ -77,6 +77,14 @@ std::unique_ptr<Recommender> make_recommender(const std::string& type, const nlo
 void save_checkpoint(const std::filesystem::path& path, const Recommender& model, const Vocabulary& items,
                      const nlohmann::json& extra_meta = nlohmann::json::object());
 
+// The file framing shared by every checkpoint kind (recommenders, rankers): header with magic,
+// version, CRC-32 and size around a libtorch archive, written atomically.
+void write_checkpoint_archive(const std::filesystem::path& path, torch::serialize::OutputArchive& archive);
+// Reads and validates the framing (InvalidInput naming the file); returns the archive bytes.
+std::string read_checkpoint_payload(const std::filesystem::path& path);
+// The "type" in a checkpoint's meta, without building its model.
+std::string checkpoint_type(const std::filesystem::path& path);
+
 struct LoadedCheckpoint {
   std::unique_ptr<Recommender> model;
   Vocabulary items;

@@ -109,6 +109,18 @@ class HSTUBlockImpl : public torch::nn::Cloneable<HSTUBlockImpl> {
   // x [B, T, D]; time_buckets [B, T, T] int64 or undefined (no time bias). Returns [B, T, D].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time_buckets);
 
+  // The block's stages, for callers that attend over cached keys (M-FALCON):
+  // U [B, T, H d_v] and V, Q, K [B, H, T, d] of x [B, T, D] (SiLU(W·LN(x)), split into heads).
+  struct Projection {
+    torch::Tensor u, v, q, k;
+  };
+  Projection project(const torch::Tensor& x);
+  // Learned bias [H, ...] for position distances [...] (clamped to [0, max_len - 1]) plus, when
+  // the block has a time bias and time_buckets is defined (same shape), the time bias.
+  torch::Tensor relative_bias(const torch::Tensor& distance, const torch::Tensor& time_buckets) const;
+  // x + W_o(Dropout(LN(attn) ⊙ u)); attn [B, T, H d_v] (heads merged), u as from project().
+  torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& attn, const torch::Tensor& u);
+
  private:
   HSTUOptions options_;
   int64_t d_qk_ = 0, d_v_ = 0;
@@ -132,9 +144,25 @@ class HSTUImpl : public SequenceEncoderImpl {
   using SequenceEncoderImpl::forward;
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& lengths, const torch::Tensor& timestamps,
                         const torch::Tensor& query_times) override;
+
+  // M-FALCON (HSTU paper, §3.4): scores M candidates appended to each history in one pass.
+  // Candidate m of row b is placed at position len_b, after the whole history of row b; it
+  // attends to that history and to itself, never to another candidate. Every block's history
+  // keys and values are computed once and reused by all candidates, taken micro_batch at a time.
+  //   hist_x [B, T, D], hist_lengths [B] (0..T), hist_times [B, T] or undefined,
+  //   cand_x [B, M, D], cand_times [B, M] or undefined (each candidate's query time: its
+  //   request/impression time; without it, the row's last history time).
+  // Returns [B, M, D]: for every candidate exactly what forward() gives at position len_b of the
+  // sequence history_b + candidate (with query_times = timestamps, the candidate's time last).
+  torch::Tensor forward_candidates(const torch::Tensor& hist_x, const torch::Tensor& hist_lengths,
+                                   const torch::Tensor& hist_times, const torch::Tensor& cand_x,
+                                   const torch::Tensor& cand_times, int64_t micro_batch = 256);
   const HSTUOptions& options() const { return options_; }
 
  private:
+  // The input stage at the given positions (clamped to max_len - 1): x·√d + positions + dropout.
+  torch::Tensor embed_input(const torch::Tensor& x, const torch::Tensor& positions);
+
   HSTUOptions options_;
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm final_norm_{nullptr};

@@ -71,6 +71,19 @@ struct RecommendRequest {
 //  "items": [{"item", "score", "rank"}, ...]}
 nlohmann::json recommend_run(const std::filesystem::path& run_dir, const RecommendRequest& request);
 
+// `genrec rank`: per-candidate, per-task scores of a ranking run (genrank, din) for a known
+// user's whole history or an ad-hoc one ("ITEM" or "ITEM:FEEDBACK", FEEDBACK an action name or
+// a rating value of the dataset).
+struct RankCliRequest {
+  std::optional<std::string> user;
+  std::optional<std::vector<std::string>> history;
+  std::vector<std::string> candidates;  // raw item ids
+  int64_t request_time = -1;            // Unix seconds; -1 = the last history event's time
+};
+// {"user", "model", "history_length", "tasks", "candidates": [{"item", "scores": {task: value}}]}
+// Binary tasks give probabilities, regression tasks predicted values.
+nlohmann::json rank_cli_run(const std::filesystem::path& run_dir, const RankCliRequest& request);
+
 struct IndexEvalRequest {
   std::optional<std::string> index;     // as RecommendRequest::index
   std::vector<std::string> overrides;   // "index.key=value" (only index.* keys)

@@ -1,0 +1,121 @@
+// Ranking models end to end: options from a run config, training on a temporal split's
+// training windows, evaluation of valid/test requests (AUC, GAUC, log-loss, RMSE), scoring of
+// ad-hoc requests, checkpoints.
+//
+// A Ranker owns a RankNet (genrank: the HSTU generative ranker; din: the DIN baseline). Training
+// is teacher-forced: every event of a training window is a target predicted from the events
+// before it and its own item (rank_net.h). Evaluation scores each request's candidates in one
+// pass (M-FALCON for genrank) after the history before the cut (rank_data.h).
+//
+//   Ranker r(options, n_items, rank_data.n_feedback);
+//   r.fit(RankTrainContext{ds, rd, split, progress, on_validation});
+//   EvalResult test = r.evaluate(ds, rd, split, SplitPart::Test);
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/serialize/archive.h>
+
+#include "genrec/core/config.h"
+#include "genrec/core/progress.h"
+#include "genrec/data/dataset.h"
+#include "genrec/data/split.h"
+#include "genrec/eval/eval_result.h"
+#include "genrec/rank/rank_data.h"
+#include "genrec/rank/rank_net.h"
+
+namespace genrec {
+
+// Model names the ranking family registers.
+bool is_ranker_type(const std::string& type);  // genrank | din
+
+struct RankerOptions {
+  std::string type = "genrank";
+  // tasks
+  std::vector<std::string> tasks = {"like", "rating"};
+  std::vector<double> task_weights;  // empty = 1 for every task
+  double like_threshold = 4.0;
+  // network
+  int64_t d_model = 64;
+  int64_t max_len = 200;      // history events read (din: its attention window)
+  int64_t n_blocks = 2;       // genrank
+  int64_t n_heads = 2;        // genrank
+  double dropout = 0.2;
+  std::string layout = "action";     // genrank: action | interleaved
+  bool time_bias = true;             // genrank, when the data has timestamps
+  std::string attn_scale = "max_len";  // genrank
+  int64_t micro_batch = 256;         // genrank: M-FALCON candidates per pass
+  // training
+  int64_t epochs = 50;
+  int64_t batch_size = 32;  // training windows per step
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double grad_clip = 5.0;
+  int64_t eval_every = 1;
+  int64_t patience = 5;
+  std::string metric;  // validation metric for early stopping; empty = first task's auc (binary) or rmse
+  int64_t seed = 42;
+
+  nlohmann::json to_json() const;
+  static RankerOptions from_json(const nlohmann::json& j);
+  static RankerOptions from_config(Config& cfg);  // model.* and train.* keys
+  void validate() const;
+  std::string resolved_metric() const;
+  RankDataOptions data_options() const { return RankDataOptions{tasks, like_threshold}; }
+};
+
+struct RankTrainContext {
+  const Dataset& ds;
+  const RankData& rd;
+  const Split& split;
+  ProgressCallback progress;
+  // Called after each validation with the train_log line; is_best when the metric improved.
+  std::function<void(const nlohmann::json& log_line, bool is_best)> on_validation;
+};
+
+class Ranker {
+ public:
+  Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback);
+  ~Ranker();
+  const RankerOptions& options() const { return options_; }
+  int32_t n_items() const { return n_items_; }
+  int64_t n_feedback() const { return n_feedback_; }
+  RankNetImpl& net();
+
+  // Trains; at the end the net holds the best validation weights.
+  void fit(const RankTrainContext& ctx);
+  // Metrics per task (ranking_metrics.h keys) on the part's requests.
+  EvalResult evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
+                      const ProgressCallback& progress = nullptr);
+  // Raw outputs [n_candidates, n_tasks] for one history (events given by item, feedback, time).
+  torch::Tensor score(const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
+                      const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
+                      int64_t request_time = -1);
+
+  void save(torch::serialize::OutputArchive& archive) const;
+  void load(torch::serialize::InputArchive& archive);
+
+ private:
+  struct State;
+  RankerOptions options_;
+  int32_t n_items_;
+  int64_t n_feedback_;
+  std::unique_ptr<State> state_;
+};
+
+// Checkpoints of rankers: the framing of recommender checkpoints, meta type = options.type.
+void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ranker, const Vocabulary& items,
+                            const RankData& rd, const nlohmann::json& extra_meta = nlohmann::json::object());
+struct LoadedRanker {
+  std::unique_ptr<Ranker> ranker;
+  Vocabulary items;
+  nlohmann::json meta;
+};
+LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path);
+
+}  // namespace genrec

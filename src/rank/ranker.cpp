@@ -1,0 +1,491 @@
+#include "genrec/rank/ranker.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "genrec/core/error.h"
+#include "genrec/core/log.h"
+#include "genrec/eval/ranking_metrics.h"
+#include "genrec/models/recommender.h"
+#include "genrec/rank/din.h"
+#include "genrec/rank/genrank.h"
+
+namespace genrec {
+
+bool is_ranker_type(const std::string& type) { return type == "genrank" || type == "din"; }
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+nlohmann::json RankerOptions::to_json() const {
+  return {{"type", type},         {"tasks", tasks},           {"task_weights", task_weights},
+          {"like_threshold", like_threshold}, {"d_model", d_model}, {"max_len", max_len},
+          {"n_blocks", n_blocks}, {"n_heads", n_heads},       {"dropout", dropout},
+          {"layout", layout},     {"time_bias", time_bias},   {"attn_scale", attn_scale},
+          {"micro_batch", micro_batch}, {"epochs", epochs},   {"batch_size", batch_size},
+          {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
+          {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
+          {"seed", seed}};
+}
+
+RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
+  RankerOptions o;
+#define GENREC_OPT(name) o.name = j.value(#name, o.name)
+  GENREC_OPT(type); GENREC_OPT(tasks); GENREC_OPT(task_weights); GENREC_OPT(like_threshold);
+  GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
+  GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch);
+  GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(seed);
+#undef GENREC_OPT
+  return o;
+}
+
+RankerOptions RankerOptions::from_config(Config& cfg) {
+  RankerOptions d, o;
+  o.type = cfg.get_string("model.type", d.type);
+  o.tasks = cfg.get_string_list("model.tasks", d.tasks);
+  o.task_weights = cfg.get_double_list("model.task_weights", d.task_weights);
+  o.like_threshold = cfg.get_double("model.like_threshold", d.like_threshold);
+  o.d_model = cfg.get_int("model.d_model", d.d_model);
+  o.max_len = cfg.get_int("model.max_len", o.type == "din" ? 50 : d.max_len);
+  o.dropout = cfg.get_double("model.dropout", o.type == "din" ? 0.1 : d.dropout);
+  if (o.type == "genrank") {
+    o.n_blocks = cfg.get_int("model.n_blocks", d.n_blocks);
+    o.n_heads = cfg.get_int("model.n_heads", d.n_heads);
+    o.layout = cfg.get_string("model.layout", d.layout);
+    o.time_bias = cfg.get_bool("model.time_bias", d.time_bias);
+    o.attn_scale = cfg.get_string("model.attn_scale", d.attn_scale);
+    o.micro_batch = cfg.get_int("model.micro_batch", d.micro_batch);
+  }
+  o.epochs = cfg.get_int("train.epochs", d.epochs);
+  o.batch_size = cfg.get_int("train.batch_size", d.batch_size);
+  o.lr = cfg.get_double("train.lr", d.lr);
+  o.weight_decay = cfg.get_double("train.weight_decay", d.weight_decay);
+  o.grad_clip = cfg.get_double("train.grad_clip", d.grad_clip);
+  o.eval_every = cfg.get_int("train.eval_every", d.eval_every);
+  o.patience = cfg.get_int("train.patience", d.patience);
+  o.metric = cfg.get_string("train.metric", d.metric);
+  o.seed = cfg.get_int("train.seed", d.seed);
+  o.validate();
+  return o;
+}
+
+namespace {
+const std::vector<std::string>& metric_kinds() {
+  static const std::vector<std::string> k{"auc", "gauc", "logloss", "rmse", "mae"};
+  return k;
+}
+bool lower_is_better(const std::string& metric) {
+  const std::string kind = metric.substr(metric.rfind('/') + 1);
+  return kind == "logloss" || kind == "rmse" || kind == "mae";
+}
+}  // namespace
+
+std::string RankerOptions::resolved_metric() const {
+  if (!metric.empty()) return metric;
+  if (tasks.empty()) return "";
+  return tasks[0] + (tasks[0] == "rating" ? "/rmse" : "/auc");
+}
+
+void RankerOptions::validate() const {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw InvalidInput(what);
+  };
+  need(is_ranker_type(type), "model.type must be genrank or din for a ranker, got '" + type + "'");
+  need(!tasks.empty(), "model.tasks must name at least one task (like | rating | action:NAME)");
+  need(task_weights.empty() || task_weights.size() == tasks.size(),
+       "model.task_weights must have one weight per task (" + std::to_string(tasks.size()) + "), got " +
+           std::to_string(task_weights.size()));
+  for (double w : task_weights) need(w >= 0 && std::isfinite(w), "model.task_weights must be finite and >= 0");
+  need(d_model >= 1 && max_len >= 1, "model.d_model and model.max_len must be >= 1");
+  need(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1)");
+  need(epochs >= 1 && batch_size >= 1, "train.epochs and train.batch_size must be >= 1");
+  need(lr > 0, "train.lr must be > 0");
+  need(weight_decay >= 0 && grad_clip >= 0, "train.weight_decay and train.grad_clip must be >= 0");
+  need(eval_every >= 1 && patience >= 1, "train.eval_every and train.patience must be >= 1");
+  const std::string m = resolved_metric();
+  const auto slash = m.rfind('/');
+  bool ok = slash != std::string::npos &&
+            std::find(tasks.begin(), tasks.end(), m.substr(0, slash)) != tasks.end() &&
+            std::find(metric_kinds().begin(), metric_kinds().end(), m.substr(slash + 1)) != metric_kinds().end();
+  need(ok, "train.metric must be TASK/KIND with TASK one of model.tasks and KIND auc | gauc | logloss | rmse | mae, got '" +
+               m + "'");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+namespace {
+
+struct Meta {
+  int64_t epoch = 0, step = 0, best_epoch = 0, bad_evals = 0;
+  double best_metric = std::numeric_limits<double>::quiet_NaN();
+  bool stopped = false;
+  double elapsed_seconds = 0, best_elapsed_seconds = 0;
+  nlohmann::json to_json() const {
+    return {{"epoch", epoch}, {"step", step}, {"best_epoch", best_epoch}, {"bad_evals", bad_evals},
+            {"best_metric", std::isnan(best_metric) ? nlohmann::json() : nlohmann::json(best_metric)},
+            {"stopped", stopped}, {"elapsed_seconds", elapsed_seconds},
+            {"best_elapsed_seconds", best_elapsed_seconds}};
+  }
+};
+
+// Right-padded sequences of the events [begin, end) of each range; labels [B, T, K] (NaN = none,
+// also before label_from[r] when given: context events that are read but not predicted).
+RankSeq make_seq(const Dataset& ds, const RankData& rd, const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                 bool with_time, torch::Tensor* labels, const std::vector<int64_t>* label_from = nullptr) {
+  const auto B = static_cast<int64_t>(ranges.size());
+  int64_t T = 0;
+  for (auto [b, e] : ranges) T = std::max(T, e - b);
+  const auto K = static_cast<int64_t>(rd.n_tasks());
+  std::vector<int64_t> items(static_cast<size_t>(B * T), 0), fb(items.size(), 0), times, lens(static_cast<size_t>(B));
+  std::vector<float> lab;
+  if (with_time) times.assign(items.size(), 0);
+  if (labels) lab.assign(items.size() * static_cast<size_t>(K), std::numeric_limits<float>::quiet_NaN());
+  for (int64_t r = 0; r < B; ++r) {
+    auto [begin, end] = ranges[static_cast<size_t>(r)];
+    lens[static_cast<size_t>(r)] = end - begin;
+    for (int64_t e = begin; e < end; ++e) {
+      const auto dst = static_cast<size_t>(r * T + (e - begin));
+      items[dst] = ds.event_items[static_cast<size_t>(e)];
+      fb[dst] = rd.feedback[static_cast<size_t>(e)];
+      if (with_time) times[dst] = ds.event_timestamps[static_cast<size_t>(e)];
+      if (labels && (!label_from || e >= (*label_from)[static_cast<size_t>(r)]))
+        for (int64_t k = 0; k < K; ++k) lab[dst * static_cast<size_t>(K) + static_cast<size_t>(k)] = rd.label(e, static_cast<size_t>(k));
+    }
+  }
+  RankSeq s;
+  s.items = torch::tensor(items, torch::kLong).view({B, T});
+  s.feedback = torch::tensor(fb, torch::kLong).view({B, T});
+  if (with_time) s.times = torch::tensor(times, torch::kLong).view({B, T});
+  s.lengths = torch::tensor(lens, torch::kLong);
+  if (labels) *labels = torch::tensor(lab).view({B, T, K});
+  return s;
+}
+
+// Per-task weighted loss over the defined labels: BCE with logits (binary), MSE (regression).
+torch::Tensor rank_loss(const torch::Tensor& out, const torch::Tensor& labels, const std::vector<RankTask>& tasks,
+                        const std::vector<double>& weights, std::vector<double>* per_task) {
+  torch::Tensor total = torch::zeros({}, out.options());
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    torch::Tensor y = labels.select(-1, static_cast<int64_t>(k));
+    torch::Tensor mask = torch::isfinite(y);
+    if (mask.sum().item<int64_t>() == 0) continue;
+    torch::Tensor o = out.select(-1, static_cast<int64_t>(k)).index({mask});
+    torch::Tensor t = y.index({mask});
+    torch::Tensor l = tasks[k].binary ? torch::binary_cross_entropy_with_logits(o, t) : torch::mse_loss(o, t);
+    if (per_task) (*per_task)[k] += l.item<double>();
+    total = total + (weights.empty() ? 1.0 : weights[k]) * l;
+  }
+  return total;
+}
+
+}  // namespace
+
+struct Ranker::State {
+  std::shared_ptr<RankNetImpl> net;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  Meta meta;
+  std::vector<torch::Tensor> best;
+};
+
+Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
+    : options_(std::move(options)), n_items_(n_items), n_feedback_(n_feedback), state_(std::make_unique<State>()) {
+  options_.validate();
+  torch::manual_seed(static_cast<uint64_t>(options_.seed));
+  const auto& o = options_;
+  const auto K = static_cast<int64_t>(o.tasks.size());
+  if (o.type == "genrank") {
+    state_->net = std::make_shared<GenRankImpl>(GenRankOptions(n_items, n_feedback, K)
+                                                    .d_model(o.d_model)
+                                                    .max_len(o.max_len)
+                                                    .n_blocks(o.n_blocks)
+                                                    .n_heads(o.n_heads)
+                                                    .dropout(o.dropout)
+                                                    .layout(o.layout)
+                                                    .time_bias(o.time_bias)
+                                                    .attn_scale(o.attn_scale)
+                                                    .micro_batch(o.micro_batch));
+  } else {
+    state_->net = std::make_shared<DINImpl>(
+        DINOptions(n_items, n_feedback, K).d_model(o.d_model).max_len(o.max_len).dropout(o.dropout));
+  }
+}
+
+Ranker::~Ranker() = default;
+
+RankNetImpl& Ranker::net() { return *state_->net; }
+
+void Ranker::fit(const RankTrainContext& ctx) {
+  auto& st = *state_;
+  auto& net = *st.net;
+  const auto& o = options_;
+  const Dataset& ds = ctx.ds;
+  const RankData& rd = ctx.rd;
+  if (rd.n_tasks() != o.tasks.size()) throw InternalError("ranker: rank data and options disagree on the tasks");
+  if (!st.optimizer)
+    st.optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(),
+                                                         torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  std::vector<RankWindow> windows = rank_train_windows(ds, ctx.split, o.max_len);
+  if (windows.empty()) throw InvalidInput("ranker: no training events before the validation cut");
+  std::stable_sort(windows.begin(), windows.end(),
+                   [](const RankWindow& a, const RankWindow& b) { return a.end - a.begin < b.end - b.begin; });
+  // DIN reads a sliding window of max_len events before each target: give its training windows
+  // the max_len events before them as unlabelled context, so that a window's first targets see
+  // as much history as later ones (genrank reads whole windows, as HSTU trains).
+  const bool context = o.type == "din";
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> batches;
+  std::vector<std::vector<int64_t>> label_from;
+  for (size_t i = 0; i < windows.size(); i += static_cast<size_t>(o.batch_size)) {
+    std::vector<std::pair<int64_t, int64_t>> b;
+    std::vector<int64_t> from;
+    for (size_t j = i; j < std::min(windows.size(), i + static_cast<size_t>(o.batch_size)); ++j) {
+      const int64_t first = ds.user_offsets[static_cast<size_t>(windows[j].user)];
+      b.emplace_back(context ? std::max(first, windows[j].begin - o.max_len) : windows[j].begin, windows[j].end);
+      from.push_back(windows[j].begin);
+    }
+    batches.push_back(std::move(b));
+    label_from.push_back(std::move(from));
+  }
+  const bool with_time = ds.has_timestamps() && o.type == "genrank" && o.time_bias;
+  const std::string metric = o.resolved_metric();
+  const bool lower = lower_is_better(metric);
+  int64_t n_targets = 0;
+  for (const auto& w : windows) n_targets += w.end - w.begin;
+  GENREC_LOG_INFO("%s: %zu training windows (%lld events), %zu batches/epoch, early stopping on valid %s",
+                  o.type.c_str(), windows.size(), static_cast<long long>(n_targets), batches.size(), metric.c_str());
+
+  while (st.meta.epoch < o.epochs && !st.meta.stopped) {
+    const int64_t epoch = st.meta.epoch + 1;
+    torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(static_cast<uint64_t>(o.seed) * 7919ULL + static_cast<uint64_t>(epoch));
+    std::vector<size_t> order(batches.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    net.train();
+    auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    std::vector<double> task_loss(o.tasks.size(), 0.0);
+    ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(windows.size()), "windows",
+                            ctx.progress);
+    for (size_t bi : order) {
+      torch::Tensor labels;
+      RankSeq seq = make_seq(ds, rd, batches[bi], with_time, &labels, &label_from[bi]);
+      torch::Tensor out = net.forward_sequence(seq);
+      torch::Tensor loss = rank_loss(out, labels, rd.tasks, o.task_weights, &task_loss);
+      st.optimizer->zero_grad();
+      loss.backward();
+      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net.parameters(), o.grad_clip);
+      st.optimizer->step();
+      loss_sum += loss.item<double>();
+      ++st.meta.step;
+      tracker.advance(static_cast<int64_t>(batches[bi].size()));
+    }
+    tracker.finish();
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    st.meta.epoch = epoch;
+    st.meta.elapsed_seconds += train_s;
+    if (epoch % o.eval_every != 0 && epoch != o.epochs) continue;
+
+    auto v0 = std::chrono::steady_clock::now();
+    EvalResult valid = evaluate(ds, rd, ctx.split, SplitPart::Valid, ctx.progress);
+    net.train();
+    const double valid_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
+    st.meta.elapsed_seconds += valid_s;
+    auto it = valid.metrics.find(metric);
+    const double value = it == valid.metrics.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
+    if (std::isnan(value))
+      throw InvalidInput("ranker: validation metric " + metric + " is undefined on this split (no labels, or one class only)");
+    const bool best = std::isnan(st.meta.best_metric) || (lower ? value < st.meta.best_metric : value > st.meta.best_metric);
+    if (best) {
+      st.meta.best_metric = value;
+      st.meta.best_epoch = epoch;
+      st.meta.bad_evals = 0;
+      st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
+      st.best.clear();
+      for (auto& p : net.parameters()) st.best.push_back(p.detach().clone());
+    } else if (++st.meta.bad_evals >= o.patience) {
+      st.meta.stopped = true;
+    }
+    nlohmann::json tl = nlohmann::json::object();
+    for (size_t k = 0; k < o.tasks.size(); ++k) tl[o.tasks[k]] = task_loss[k] / static_cast<double>(batches.size());
+    nlohmann::json line = {{"epoch", epoch},
+                           {"step", st.meta.step},
+                           {"loss", loss_sum / static_cast<double>(batches.size())},
+                           {"task_loss", tl},
+                           {"epoch_seconds", train_s},
+                           {"valid_seconds", valid_s},
+                           {"elapsed_seconds", st.meta.elapsed_seconds},
+                           {"windows_per_second", static_cast<double>(windows.size()) / std::max(train_s, 1e-9)},
+                           {"best", best},
+                           {"best_epoch", st.meta.best_epoch},
+                           {"valid", valid.metrics}};
+    GENREC_LOG_INFO("%s epoch %lld: loss %.4f, valid %s %.4f%s", o.type.c_str(), static_cast<long long>(epoch),
+                    line["loss"].get<double>(), metric.c_str(), value, best ? " (best)" : "");
+    if (ctx.on_validation) ctx.on_validation(line, best);
+  }
+  if (!st.best.empty()) {
+    torch::NoGradGuard ng;
+    auto params = net.parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
+  }
+}
+
+EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
+                            const ProgressCallback& progress) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto& net = *state_->net;
+  const auto& o = options_;
+  std::vector<RankRequest> reqs = rank_requests(ds, split, part, o.max_len);
+  const bool with_time = ds.has_timestamps() && o.type == "genrank" && o.time_bias;
+  const auto K = static_cast<int64_t>(rd.n_tasks());
+  torch::NoGradGuard ng;
+  const bool was_training = net.is_training();
+  net.eval();
+  std::vector<int32_t> users;
+  std::vector<float> outputs, labels;
+  ProgressTracker tracker(std::string("eval ") + split_part_name(part), static_cast<int64_t>(reqs.size()), "users",
+                          progress);
+  // Requests in groups bounded by their candidate count, so memory stays flat.
+  const int64_t max_candidates = 4096;
+  for (size_t r0 = 0; r0 < reqs.size();) {
+    size_t r1 = r0;
+    int64_t m = 0;
+    while (r1 < reqs.size() && (r1 == r0 || m + (reqs[r1].cand_end - reqs[r1].cand_begin) <= max_candidates)) {
+      m += reqs[r1].cand_end - reqs[r1].cand_begin;
+      ++r1;
+    }
+    std::vector<std::pair<int64_t, int64_t>> hist, cand;
+    for (size_t r = r0; r < r1; ++r) {
+      hist.emplace_back(reqs[r].hist_begin, reqs[r].hist_end);
+      cand.emplace_back(reqs[r].cand_begin, reqs[r].cand_end);
+    }
+    RankSeq h = make_seq(ds, rd, hist, with_time, nullptr);
+    torch::Tensor cand_labels;
+    RankSeq c = make_seq(ds, rd, cand, with_time, &cand_labels);
+    RankCandidates cands{c.items, c.times, c.lengths};
+    torch::Tensor out = net.forward_candidates(h, cands).contiguous();  // [B, M, K]
+    auto oa = out.accessor<float, 3>();
+    auto la = cand_labels.accessor<float, 3>();
+    for (size_t r = r0; r < r1; ++r) {
+      const auto b = static_cast<int64_t>(r - r0);
+      for (int64_t j = 0; j < reqs[r].cand_end - reqs[r].cand_begin; ++j) {
+        users.push_back(reqs[r].user);
+        for (int64_t k = 0; k < K; ++k) {
+          outputs.push_back(oa[b][j][k]);
+          labels.push_back(la[b][j][k]);
+        }
+      }
+    }
+    tracker.advance(static_cast<int64_t>(r1 - r0));
+    r0 = r1;
+  }
+  tracker.finish();
+  if (was_training) net.train();
+  EvalResult result;
+  result.part = part;
+  result.protocol = "temporal split; history = the user's last " + std::to_string(o.max_len) +
+                    " events before the cut; candidates = the user's events in the " + split_part_name(part) +
+                    " period, scored in one pass each request; per task AUC, GAUC (per-user AUC weighted by events), "
+                    "log-loss, RMSE";
+  result.n_users = static_cast<int64_t>(reqs.size());
+  result.metrics = ranking_metrics(rd.tasks, users, outputs, labels);
+  result.metrics["candidates"] = static_cast<double>(users.size());
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
+                            const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
+                            int64_t request_time) {
+  GENREC_ASSERT(items.size() == feedback.size());
+  auto& net = *state_->net;
+  torch::NoGradGuard ng;
+  const bool was_training = net.is_training();
+  net.eval();
+  const size_t keep = std::min(items.size(), static_cast<size_t>(options_.max_len));
+  const size_t from = items.size() - keep;
+  const auto T = static_cast<int64_t>(keep), M = static_cast<int64_t>(candidates.size());
+  std::vector<int64_t> it(items.begin() + static_cast<long>(from), items.end());
+  std::vector<int64_t> fb(feedback.begin() + static_cast<long>(from), feedback.end());
+  RankSeq h;
+  h.items = torch::tensor(it, torch::kLong).view({1, T});
+  h.feedback = torch::tensor(fb, torch::kLong).view({1, T});
+  h.lengths = torch::tensor({T});
+  RankCandidates c;
+  c.items = torch::tensor(std::vector<int64_t>(candidates.begin(), candidates.end()), torch::kLong).view({1, M});
+  c.counts = torch::tensor({M});
+  if (!times.empty() && options_.type == "genrank" && options_.time_bias) {
+    GENREC_ASSERT(times.size() == items.size());
+    h.times = torch::tensor(std::vector<int64_t>(times.begin() + static_cast<long>(from), times.end()), torch::kLong).view({1, T});
+    const int64_t at = request_time >= 0 ? request_time : (times.empty() ? 0 : times.back());
+    c.times = torch::full({1, M}, at, torch::kLong);
+  }
+  torch::Tensor out = net.forward_candidates(h, c).squeeze(0);  // [M, K]
+  if (was_training) net.train();
+  return out;
+}
+
+void Ranker::save(torch::serialize::OutputArchive& archive) const {
+  for (const auto& p : state_->net->named_parameters()) archive.write("model/" + p.key(), p.value());
+  archive.write("ranker/meta", c10::IValue(state_->meta.to_json().dump()));
+}
+
+void Ranker::load(torch::serialize::InputArchive& archive) {
+  torch::NoGradGuard ng;
+  for (auto& p : state_->net->named_parameters()) {
+    torch::Tensor t;
+    archive.read("model/" + p.key(), t);
+    if (t.sizes() != p.value().sizes())
+      throw InvalidInput("ranker checkpoint: tensor " + p.key() + " has the wrong shape");
+    p.value().copy_(t);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ranker, const Vocabulary& items,
+                            const RankData& rd, const nlohmann::json& extra_meta) {
+  torch::serialize::OutputArchive archive;
+  nlohmann::json meta = {{"type", ranker.options().type}, {"options", ranker.options().to_json()},
+                         {"n_items", ranker.n_items()},   {"n_feedback", ranker.n_feedback()},
+                         {"n_tasks", rd.n_tasks()},       {"genrec_version", GENREC_VERSION},
+                         {"extra", extra_meta}};
+  archive.write("genrec/meta", c10::IValue(meta.dump()));
+  archive.write("genrec/items", c10::IValue(items.serialize()));
+  ranker.save(archive);
+  write_checkpoint_archive(path, archive);
+}
+
+LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path) {
+  std::string payload = read_checkpoint_payload(path);
+  LoadedRanker out;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(payload.data(), payload.size());
+    c10::IValue meta_v, items_v;
+    archive.read("genrec/meta", meta_v);
+    archive.read("genrec/items", items_v);
+    out.meta = nlohmann::json::parse(meta_v.toStringRef());
+    if (!is_ranker_type(out.meta.at("type").get<std::string>()))
+      throw InvalidInput(SourceLocation{path.string(), 0, ""}, "not a ranking model checkpoint (type " +
+                                                                  out.meta.at("type").get<std::string>() + ")");
+    out.items = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
+    out.ranker = std::make_unique<Ranker>(RankerOptions::from_json(out.meta.at("options")), out.items.size(),
+                                          out.meta.at("n_feedback").get<int64_t>());
+    out.ranker->load(archive);
+  } catch (const InvalidInput&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read ranker checkpoint: ") + e.what());
+  }
+  return out;
+}
+
+}  // namespace genrec

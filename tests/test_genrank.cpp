@@ -1,0 +1,294 @@
+// The HSTU generative ranker (rank/genrank.h), M-FALCON (HSTUImpl::forward_candidates), the
+// Ranker training/evaluation path (rank/ranker.h) and `genrec rank`.
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "genrec/core/error.h"
+#include "genrec/data/generator.h"
+#include "genrec/rank/genrank.h"
+#include "genrec/rank/ranker.h"
+#include "test_util.h"
+
+using namespace genrec;
+using genrec::test::run_cli;
+using genrec::test::TempDir;
+
+namespace {
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+// Random histories of the given lengths (right-padded to the longest) and M candidates each.
+struct Request {
+  RankSeq history;
+  RankCandidates candidates;
+};
+Request random_request(const std::vector<int64_t>& lens, int64_t M, int64_t n_items, int64_t n_feedback, bool times) {
+  const auto B = static_cast<int64_t>(lens.size());
+  int64_t T = 0;
+  for (int64_t l : lens) T = std::max(T, l);
+  Request r;
+  r.history.items = torch::randint(1, n_items + 1, {B, T}, torch::kLong);
+  r.history.feedback = torch::randint(1, n_feedback + 1, {B, T}, torch::kLong);
+  r.history.lengths = torch::tensor(lens, torch::kLong);
+  torch::Tensor pad = torch::arange(T).unsqueeze(0) >= r.history.lengths.unsqueeze(1);
+  r.history.items.masked_fill_(pad, 0);
+  r.history.feedback.masked_fill_(pad, 0);
+  if (times) {
+    // Increasing times with gaps from seconds to months.
+    torch::Tensor gaps = torch::exp(torch::rand({B, T}) * 15).to(torch::kLong);
+    r.history.times = torch::cumsum(gaps, 1) + 1000000000;
+    r.candidates.times = r.history.times.max() + torch::exp(torch::rand({B, M}) * 12).to(torch::kLong);
+  }
+  r.candidates.items = torch::randint(1, n_items + 1, {B, M}, torch::kLong);
+  r.candidates.counts = torch::full({B}, M, torch::kLong);
+  return r;
+}
+
+GenRank make_net(const std::string& layout, const std::string& scale, int64_t micro_batch, bool time_bias) {
+  GenRank net(GenRankOptions(50, 5, 3)
+                  .d_model(16)
+                  .max_len(24)
+                  .n_blocks(2)
+                  .n_heads(2)
+                  .dropout(0.0)
+                  .layout(layout)
+                  .time_bias(time_bias)
+                  .attn_scale(scale)
+                  .micro_batch(micro_batch));
+  // Non-trivial relative biases (they start near zero).
+  torch::NoGradGuard ng;
+  for (auto& p : net->named_parameters())
+    if (p.key().find("bias") != std::string::npos && p.value().dim() == 2) p.value().normal_(0, 0.5);
+  net->eval();
+  return net;
+}
+
+}  // namespace
+
+TEST(GenRankMFalcon, EqualsOneForwardPassPerCandidate) {
+  torch::manual_seed(11);
+  torch::NoGradGuard ng;
+  struct Case {
+    std::string layout, scale;
+    bool times;
+    int64_t micro_batch;
+  };
+  // Every layout, normaliser, with and without times, micro-batches of 1, a divisor-free 3 and
+  // more than the candidates.
+  const std::vector<Case> cases{{"action", "max_len", true, 3},      {"action", "count", false, 1},
+                                {"action", "count", true, 64},       {"interleaved", "max_len", false, 3},
+                                {"interleaved", "count", true, 1},   {"interleaved", "max_len", true, 64}};
+  for (const Case& k : cases) {
+    GenRank net = make_net(k.layout, k.scale, k.micro_batch, true);
+    for (const auto& lens : std::vector<std::vector<int64_t>>{{7}, {1, 12, 0, 5}, {24, 3}}) {
+      for (int64_t M : {1, 10}) {
+        Request r = random_request(lens, M, 50, 5, k.times);
+        torch::Tensor fast = net->forward_candidates(r.history, r.candidates);
+        torch::Tensor slow = net->forward_candidates_naive(r.history, r.candidates);
+        ASSERT_EQ(fast.sizes(), (std::vector<int64_t>{static_cast<int64_t>(lens.size()), M, 3}));
+        EXPECT_LE(max_diff(fast, slow), 1e-5) << k.layout << " scale=" << k.scale << " times=" << k.times
+                                              << " micro_batch=" << k.micro_batch << " M=" << M
+                                              << " B=" << lens.size();
+      }
+    }
+  }
+}
+
+TEST(GenRankMFalcon, CandidatesDoNotSeeEachOther) {
+  torch::manual_seed(12);
+  torch::NoGradGuard ng;
+  GenRank net = make_net("action", "max_len", 4, true);
+  Request r = random_request({9, 4}, 10, 50, 5, true);
+  torch::Tensor a = net->forward_candidates(r.history, r.candidates);
+  Request r2 = r;
+  r2.candidates.items = r.candidates.items.clone();
+  r2.candidates.items.narrow(1, 1, 9).random_(1, 51);  // every candidate but the first changes
+  torch::Tensor b = net->forward_candidates(r2.history, r2.candidates);
+  EXPECT_LE(max_diff(a.narrow(1, 0, 1), b.narrow(1, 0, 1)), 1e-6);
+  EXPECT_GT(max_diff(a.narrow(1, 1, 9), b.narrow(1, 1, 9)), 1e-4);
+}
+
+TEST(GenRankSequence, PositionTSeesEarlierEventsAndItsOwnItemButNotItsFeedback) {
+  torch::manual_seed(13);
+  torch::NoGradGuard ng;
+  for (const std::string layout : {"action", "interleaved"}) {
+    GenRank net = make_net(layout, "max_len", 8, true);
+    Request r = random_request({10}, 1, 50, 5, true);
+    torch::Tensor base = net->forward_sequence(r.history);
+    const int64_t t = 4;
+    RankSeq own_fb = r.history, later = r.history, own_item = r.history;
+    own_fb.feedback = r.history.feedback.clone();
+    own_fb.feedback[0][t] = own_fb.feedback[0][t] % 5 + 1;
+    later.items = r.history.items.clone();
+    later.items.narrow(1, t + 1, 5).random_(1, 51);
+    own_item.items = r.history.items.clone();
+    own_item.items[0][t] = own_item.items[0][t] % 50 + 1;
+    auto upto = [&](const torch::Tensor& x) { return x.narrow(1, 0, t + 1); };
+    EXPECT_LE(max_diff(upto(base), upto(net->forward_sequence(own_fb))), 1e-6) << layout;
+    EXPECT_LE(max_diff(upto(base), upto(net->forward_sequence(later))), 1e-6) << layout;
+    EXPECT_GT(max_diff(base.select(1, t), net->forward_sequence(own_item).select(1, t)), 1e-4) << layout;
+    // The feedback at t reaches t + 1.
+    EXPECT_GT(max_diff(base.select(1, t + 1), net->forward_sequence(own_fb).select(1, t + 1)), 1e-5) << layout;
+  }
+}
+
+TEST(GenRankOptions, BadOptionsNameTheKey) {
+  auto expect = [](const GenRankOptions& o, const std::string& needle) {
+    try {
+      GenRank net(o);
+      ADD_FAILURE() << "no exception; expected one naming " << needle;
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect(GenRankOptions(10, 3, 2).layout("zigzag"), "model.layout");
+  expect(GenRankOptions(10, 3, 2).micro_batch(0), "model.micro_batch");
+  expect(GenRankOptions(10, 3, 0), "model.tasks");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranker: training, evaluation, checkpoints
+
+namespace {
+Dataset action_dataset() {
+  GeneratorOptions g;
+  g.n_users = 300;
+  g.n_items = 80;
+  g.n_clusters = 4;
+  g.mean_len = 25;
+  g.max_len = 60;
+  g.n_action_types = 4;
+  g.ratings = true;
+  g.seed = 5;
+  return generate_dataset(g);
+}
+RankerOptions small_ranker(const std::string& type) {
+  RankerOptions o;
+  o.type = type;
+  o.tasks = {"action:like", "action:skip", "rating"};
+  o.d_model = 16;
+  o.max_len = 30;
+  o.n_blocks = 1;
+  o.n_heads = 2;
+  o.dropout = 0.0;
+  o.epochs = 4;
+  o.batch_size = 16;
+  o.lr = 1e-2;
+  o.seed = 3;
+  return o;
+}
+}  // namespace
+
+TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
+  Dataset ds = action_dataset();
+  SplitOptions so;
+  so.kind = "temporal";
+  Split split = make_split(ds, so);
+  for (const std::string type : {"genrank", "din"}) {
+    RankerOptions o = small_ranker(type);
+    RankData rd = make_rank_data(ds, o.data_options());
+    Ranker r(o, ds.n_items(), rd.n_feedback);
+    int validations = 0;
+    r.fit(RankTrainContext{ds, rd, split, nullptr, [&](const nlohmann::json& line, bool) {
+                             ++validations;
+                             EXPECT_TRUE(line.contains("valid"));
+                           }});
+    EXPECT_EQ(validations, 4) << type;
+    EvalResult test = r.evaluate(ds, rd, split, SplitPart::Test);
+    for (const char* key : {"action:like/auc", "action:like/gauc", "action:like/logloss", "action:skip/auc", "rating/rmse"})
+      ASSERT_TRUE(test.metrics.count(key)) << type << " " << key;
+    EXPECT_GT(test.metrics.at("candidates"), 100);
+    // Skips are out-of-cluster items: visible from the history, so a few epochs rank them.
+    EXPECT_GT(test.metrics.at("action:skip/auc"), 0.6) << type;
+
+    TempDir tmp;
+    save_ranker_checkpoint(tmp / "r.ckpt", r, ds.items, rd);
+    LoadedRanker back = load_ranker_checkpoint(tmp / "r.ckpt");
+    EXPECT_EQ(back.ranker->options().type, type);
+    EvalResult again = back.ranker->evaluate(ds, rd, split, SplitPart::Test);
+    EXPECT_EQ(again.metrics.at("action:like/auc"), test.metrics.at("action:like/auc")) << type;
+    torch::Tensor s1 = r.score({3, 4, 5}, {1, 2, 3}, {}, {7, 8}), s2 = back.ranker->score({3, 4, 5}, {1, 2, 3}, {}, {7, 8});
+    EXPECT_TRUE(torch::equal(s1, s2)) << type;
+  }
+}
+
+TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
+  auto expect = [](RankerOptions o, const std::string& needle) {
+    try {
+      o.validate();
+      ADD_FAILURE() << "no exception; expected one naming " << needle;
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  RankerOptions o;
+  o.tasks = {};
+  expect(o, "model.tasks");
+  o = RankerOptions{};
+  o.task_weights = {1.0};
+  expect(o, "model.task_weights");
+  o = RankerOptions{};
+  o.metric = "like/ndcg";
+  expect(o, "train.metric");
+  o = RankerOptions{};
+  o.metric = "share/auc";
+  expect(o, "train.metric");
+  o = RankerOptions{};
+  o.type = "sasrec";
+  expect(o, "model.type");
+  // A leave-one-out split is not a ranking split.
+  Dataset ds = action_dataset();
+  Split loo = make_split(ds, SplitOptions{});
+  RankerOptions ok = small_ranker("din");
+  RankData rd = make_rank_data(ds, ok.data_options());
+  Ranker r(ok, ds.n_items(), rd.n_feedback);
+  EXPECT_THROW(r.fit(RankTrainContext{ds, rd, loo, nullptr, nullptr}), InvalidInput);
+}
+
+TEST(RankCli, TrainThenRankAUser) {
+  TempDir tmp;
+  const std::string q = "'";
+  auto gen = run_cli("-q data generate --out " + q + (tmp / "data").string() + q +
+                     " --users 200 --items 60 --actions 4 --ratings --seed 9");
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  genrec::test::write_text(tmp / "genrank.toml", R"([data]
+split = "temporal"
+[model]
+type = "genrank"
+tasks = ["action:like", "rating"]
+d_model = 16
+max_len = 20
+n_blocks = 1
+[train]
+epochs = 2
+batch_size = 32
+)");
+  auto train = run_cli("-q train --config " + q + (tmp / "genrank.toml").string() + q + " --data " + q +
+                       (tmp / "data").string() + q + " --out " + q + (tmp / "run").string() + q);
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  auto metrics = nlohmann::json::parse(train.out);
+  EXPECT_TRUE(metrics["metrics"].contains("action:like/auc")) << train.out;
+
+  auto ranked = run_cli("rank --run " + q + (tmp / "run").string() + q + " --user 1 --candidates 1,2,3");
+  ASSERT_EQ(ranked.exit_code, 0) << ranked.err;
+  auto j = nlohmann::json::parse(ranked.out);
+  ASSERT_EQ(j["candidates"].size(), 3u);
+  const double p = j["candidates"][0]["scores"]["action:like"].get<double>();
+  EXPECT_GT(p, 0.0);
+  EXPECT_LT(p, 1.0);
+
+  auto adhoc = run_cli("rank --run " + q + (tmp / "run").string() + q + " --history 1:like,2:skip --candidates 3");
+  EXPECT_EQ(adhoc.exit_code, 0) << adhoc.err;
+  auto bad_fb = run_cli("rank --run " + q + (tmp / "run").string() + q + " --history 1:loved --candidates 3");
+  EXPECT_EQ(bad_fb.exit_code, 2);
+  EXPECT_NE(bad_fb.err.find("unknown feedback 'loved'"), std::string::npos) << bad_fb.err;
+  auto bad_item = run_cli("rank --run " + q + (tmp / "run").string() + q + " --user 1 --candidates nope");
+  EXPECT_EQ(bad_item.exit_code, 2);
+  EXPECT_NE(bad_item.err.find("nope"), std::string::npos) << bad_item.err;
+  auto eval = run_cli("-q eval --run " + q + (tmp / "run").string() + q + " --split valid");
+  EXPECT_EQ(eval.exit_code, 0) << eval.err;
+  EXPECT_NE(eval.out.find("action:like/auc"), std::string::npos);
+}
