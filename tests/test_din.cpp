@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <chrono>
-#include <cstdio>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -412,29 +410,4 @@ TEST(DIN, LearnsParityOfHistory) {
   torch::Tensor pred = (net->forward_candidates(hist, cand).view({-1}) > 0).to(torch::kFloat);
   const double accuracy = (pred == label).to(torch::kFloat).mean().item<double>();
   EXPECT_GT(accuracy, 0.8);
-}
-
-// TEMPORARY
-TEST(DINTmp, Speed) {
-  torch::set_num_threads(1);
-  torch::manual_seed(1);
-  DIN net(DINOptions(1682, 5, 2));
-  net->train();
-  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-3));
-  RankSeq seq;
-  seq.items = torch::randint(1, 1683, {32, 200}, torch::kLong);
-  seq.feedback = torch::randint(1, 6, {32, 200}, torch::kLong);
-  seq.lengths = torch::full({32}, 200, torch::kLong);
-  torch::Tensor label = torch::randint(0, 2, {32, 200, 2}).to(torch::kFloat);
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 13; ++i) {
-    torch::Tensor out = net->forward_sequence(seq);
-    torch::Tensor loss = torch::binary_cross_entropy_with_logits(out, label);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-  }
-  auto t1 = std::chrono::steady_clock::now();
-  std::printf("13 steps (one ML-100K epoch) %.2f s\n", std::chrono::duration<double>(t1 - t0).count());
-  torch::set_num_threads(2);
 }

@@ -221,6 +221,12 @@ Ranker::~Ranker() = default;
 
 RankNetImpl& Ranker::net() { return *state_->net; }
 
+int64_t Ranker::history_limit() const {
+  // genrank trains on windows of max_len events (positions 0..max_len - 1); a candidate goes at
+  // position len, so histories keep max_len - 1 events and the candidate a trained position.
+  return options_.type == "genrank" ? std::max<int64_t>(1, options_.max_len - 1) : options_.max_len;
+}
+
 void Ranker::fit(const RankTrainContext& ctx) {
   auto& st = *state_;
   auto& net = *st.net;
@@ -341,7 +347,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   auto t0 = std::chrono::steady_clock::now();
   auto& net = *state_->net;
   const auto& o = options_;
-  std::vector<RankRequest> reqs = rank_requests(ds, split, part, o.max_len);
+  std::vector<RankRequest> reqs = rank_requests(ds, split, part, history_limit());
   const bool with_time = ds.has_timestamps() && o.type == "genrank" && o.time_bias;
   const auto K = static_cast<int64_t>(rd.n_tasks());
   torch::NoGradGuard ng;
@@ -389,7 +395,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   if (was_training) net.train();
   EvalResult result;
   result.part = part;
-  result.protocol = "temporal split; history = the user's last " + std::to_string(o.max_len) +
+  result.protocol = "temporal split; history = the user's last " + std::to_string(history_limit()) +
                     " events before the cut; candidates = the user's events in the " + split_part_name(part) +
                     " period, scored in one pass each request; per task AUC, GAUC (per-user AUC weighted by events), "
                     "log-loss, RMSE";
@@ -408,7 +414,7 @@ torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector
   torch::NoGradGuard ng;
   const bool was_training = net.is_training();
   net.eval();
-  const size_t keep = std::min(items.size(), static_cast<size_t>(options_.max_len));
+  const size_t keep = std::min(items.size(), static_cast<size_t>(history_limit()));
   const size_t from = items.size() - keep;
   const auto T = static_cast<int64_t>(keep), M = static_cast<int64_t>(candidates.size());
   std::vector<int64_t> it(items.begin() + static_cast<long>(from), items.end());

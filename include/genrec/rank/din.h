@@ -18,12 +18,13 @@
 // the last min(len_b, max_len) history events of row b. Time stamps are not used.
 //
 // Memory and work are proportional to (targets × max_len), never (T × T): each target's window
-// is gathered (max_len events) and targets are processed in chunks so that no per-pair tensor
-// exceeds ~pair_chunk_bytes (16 MB). In training the attention unit of a chunk is recomputed in backward
-// (activation checkpointing): the per-pair activations of one chunk at a time are held. The
-// first attention layer, a Linear over the 4·D concatenation, is evaluated in parts
-// (W_c e_c + W_j e_j + W_d (e_c - e_j) + W_p (e_c ⊙ e_j), the e_j part once per event): the
-// same function, without materialising the concatenation.
+// is gathered (max_len events) and targets are processed in chunks whose per-pair tensors stay
+// near pair_chunk_bytes (16 MB). In training, a chunk's attention unit is recomputed in backward
+// (activation checkpointing; first-order gradients only), so one chunk's per-pair activations
+// are held at a time. The first attention layer, a Linear over the 4·D concatenation, is
+// evaluated in parts (W_c e_c + W_j e_j + W_d (e_c - e_j) + W_p (e_c ⊙ e_j), the e_j part once
+// per event): the same function, without materialising the concatenation. The window mean
+// comes from prefix sums (in double).
 //
 // Example:
 //   DIN net(DINOptions(n_items, n_feedback, 2).d_model(64).max_len(50));

@@ -86,6 +86,9 @@ class Ranker {
   int32_t n_items() const { return n_items_; }
   int64_t n_feedback() const { return n_feedback_; }
   RankNetImpl& net();
+  // Events of history a request keeps: max_len (din), max_len - 1 (genrank: the candidate then
+  // takes position max_len - 1 at most, a position training has used).
+  int64_t history_limit() const;
 
   // Trains; at the end the net holds the best validation weights.
   void fit(const RankTrainContext& ctx);
