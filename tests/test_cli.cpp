@@ -107,7 +107,7 @@ TEST(Cli, GenerateTrainEvalRecommend) {
 
 TEST(Cli, EveryShippedConfigTrains) {
   TempDir tmp;
-  ASSERT_EQ(run_cli("-q data generate --out " + q(tmp / "data") + " --users 100 --items 60").exit_code, 0);
+  ASSERT_EQ(run_cli("-q data generate --out " + q(tmp / "data") + " --users 100 --items 60 --actions 4 --ratings").exit_code, 0);
   int n = 0;
   for (auto& entry : fs::recursive_directory_iterator(fs::path(GENREC_SOURCE_DIR) / "configs")) {
     if (entry.path().extension() != ".toml") continue;

@@ -215,6 +215,26 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
   }
 }
 
+TEST(Ranker, RequestModeTrainsOnHistoryCandidatePairs) {
+  // train.mode = requests: candidates after a random cut, scored as evaluation scores them.
+  Dataset ds = action_dataset();
+  SplitOptions so;
+  so.kind = "temporal";
+  Split split = make_split(ds, so);
+  for (const std::string type : {"genrank", "din"}) {
+    RankerOptions o = small_ranker(type);
+    o.train_mode = "requests";
+    RankData rd = make_rank_data(ds, o.data_options());
+    Ranker r(o, ds.n_items(), rd.n_feedback);
+    std::vector<double> losses;
+    r.fit(RankTrainContext{ds, rd, split, nullptr,
+                           [&](const nlohmann::json& line, bool) { losses.push_back(line["loss"].get<double>()); }});
+    ASSERT_EQ(losses.size(), 4u) << type;
+    EXPECT_LT(losses.back(), losses.front()) << type;
+    EXPECT_GT(r.evaluate(ds, rd, split, SplitPart::Test).metrics.at("action:skip/auc"), 0.6) << type;
+  }
+}
+
 TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   auto expect = [](RankerOptions o, const std::string& needle) {
     try {
@@ -239,6 +259,9 @@ TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   o = RankerOptions{};
   o.type = "sasrec";
   expect(o, "model.type");
+  o = RankerOptions{};
+  o.train_mode = "online";
+  expect(o, "train.mode");
   // A leave-one-out split is not a ranking split.
   Dataset ds = action_dataset();
   Split loo = make_split(ds, SplitOptions{});

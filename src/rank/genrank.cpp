@@ -28,9 +28,13 @@ GenRankImpl::GenRankImpl(GenRankOptions options) : options_(std::move(options)) 
   items_ = register_module("items", torch::nn::Embedding(torch::nn::EmbeddingOptions(o.n_items() + 1, D).padding_idx(0)));
   feedback_ = register_module("feedback",
                               torch::nn::Embedding(torch::nn::EmbeddingOptions(o.n_feedback() + 2, D).padding_idx(0)));
+  if (o.layout() == "action")
+    prev_items_ = register_module("prev_items",
+                                  torch::nn::Embedding(torch::nn::EmbeddingOptions(o.n_items() + 1, D).padding_idx(0)));
   {
     torch::NoGradGuard ng;
-    for (auto* table : {&items_, &feedback_}) {
+    for (auto* table : {&items_, &feedback_, &prev_items_}) {
+      if (!*table) continue;
       (*table)->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(D)));
       (*table)->weight[0].zero_();
     }
@@ -55,9 +59,13 @@ GenRankImpl::Tokens GenRankImpl::history_tokens(const RankSeq& seq) {
   Tokens out;
   torch::Tensor len = seq.lengths.to(torch::kLong);
   if (options_.layout() == "action") {
+    // Token t = item t + (item, feedback) of event t - 1: each token carries one whole earlier
+    // event, correctly paired, and the item whose feedback it predicts.
     torch::Tensor begin = torch::full({B, 1}, options_.n_feedback() + 1, seq.feedback.options());
-    torch::Tensor prev = torch::cat({begin, seq.feedback.narrow(1, 0, std::max<int64_t>(T - 1, 0))}, 1).narrow(1, 0, T);
-    out.x = items_(seq.items) + feedback_(prev);  // [B, T, D]
+    torch::Tensor prev_fb = torch::cat({begin, seq.feedback.narrow(1, 0, std::max<int64_t>(T - 1, 0))}, 1).narrow(1, 0, T);
+    torch::Tensor none = torch::zeros({B, 1}, seq.items.options());
+    torch::Tensor prev_item = torch::cat({none, seq.items.narrow(1, 0, std::max<int64_t>(T - 1, 0))}, 1).narrow(1, 0, T);
+    out.x = items_(seq.items) + prev_items_(prev_item) + feedback_(prev_fb);  // [B, T, D]
     out.lengths = len;
     if (with_time) out.times = seq.times;
   } else {
@@ -93,11 +101,13 @@ torch::Tensor GenRankImpl::forward_candidates(const RankSeq& history, const Rank
     torch::Tensor len = history.lengths.to(torch::kLong);
     const int64_t T = history.items.size(1);
     torch::Tensor last = torch::full({history.items.size(0)}, options_.n_feedback() + 1, history.feedback.options());
+    torch::Tensor last_item = torch::zeros({history.items.size(0)}, history.items.options());
     if (T > 0) {
-      torch::Tensor fb = history.feedback.gather(1, (len - 1).clamp(0, T - 1).unsqueeze(1)).squeeze(1);
-      last = torch::where(len > 0, fb, last);
+      torch::Tensor at = (len - 1).clamp(0, T - 1).unsqueeze(1);
+      last = torch::where(len > 0, history.feedback.gather(1, at).squeeze(1), last);
+      last_item = torch::where(len > 0, history.items.gather(1, at).squeeze(1), last_item);
     }
-    c = c + feedback_(last).unsqueeze(1);
+    c = c + (prev_items_(last_item) + feedback_(last)).unsqueeze(1);
   }
   torch::Tensor cand_times = options_.time_bias() ? candidates.times : torch::Tensor();
   torch::Tensor h = encoder_->forward_candidates(t.x, t.lengths, t.times, c, cand_times, options_.micro_batch());

@@ -30,7 +30,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"micro_batch", micro_batch}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
-          {"seed", seed}};
+          {"train_mode", train_mode}, {"seed", seed}};
 }
 
 RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
@@ -40,7 +40,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
-  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(seed);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(seed);
 #undef GENREC_OPT
   return o;
 }
@@ -70,6 +70,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.eval_every = cfg.get_int("train.eval_every", d.eval_every);
   o.patience = cfg.get_int("train.patience", d.patience);
   o.metric = cfg.get_string("train.metric", d.metric);
+  o.train_mode = cfg.get_string("train.mode", d.train_mode);
   o.seed = cfg.get_int("train.seed", d.seed);
   o.validate();
   return o;
@@ -108,6 +109,8 @@ void RankerOptions::validate() const {
   need(lr > 0, "train.lr must be > 0");
   need(weight_decay >= 0 && grad_clip >= 0, "train.weight_decay and train.grad_clip must be >= 0");
   need(eval_every >= 1 && patience >= 1, "train.eval_every and train.patience must be >= 1");
+  need(train_mode == "sequence" || train_mode == "requests",
+       "train.mode must be sequence or requests, got '" + train_mode + "'");
   const std::string m = resolved_metric();
   const auto slash = m.rfind('/');
   bool ok = slash != std::string::npos &&
@@ -244,7 +247,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
   // DIN reads a sliding window of max_len events before each target: give its training windows
   // the max_len events before them as unlabelled context, so that a window's first targets see
   // as much history as later ones (genrank reads whole windows, as HSTU trains).
-  const bool context = o.type == "din";
+  const bool context = o.type == "din" || o.train_mode == "requests";
   std::vector<std::vector<std::pair<int64_t, int64_t>>> batches;
   std::vector<std::vector<int64_t>> label_from;
   for (size_t i = 0; i < windows.size(); i += static_cast<size_t>(o.batch_size)) {
@@ -252,7 +255,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
     std::vector<int64_t> from;
     for (size_t j = i; j < std::min(windows.size(), i + static_cast<size_t>(o.batch_size)); ++j) {
       const int64_t first = ds.user_offsets[static_cast<size_t>(windows[j].user)];
-      b.emplace_back(context ? std::max(first, windows[j].begin - o.max_len) : windows[j].begin, windows[j].end);
+      b.emplace_back(context ? std::max(first, windows[j].begin - history_limit()) : windows[j].begin, windows[j].end);
       from.push_back(windows[j].begin);
     }
     batches.push_back(std::move(b));
@@ -280,9 +283,26 @@ void Ranker::fit(const RankTrainContext& ctx) {
     ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(windows.size()), "windows",
                             ctx.progress);
     for (size_t bi : order) {
-      torch::Tensor labels;
-      RankSeq seq = make_seq(ds, rd, batches[bi], with_time, &labels, &label_from[bi]);
-      torch::Tensor out = net.forward_sequence(seq);
+      torch::Tensor labels, out;
+      if (o.train_mode == "requests") {
+        // As evaluation asks: a random cut in each window, the events before it (up to the
+        // history limit, reaching back before the window) as history, the window's events
+        // from the cut on as candidates, scored in one pass.
+        std::vector<std::pair<int64_t, int64_t>> hist, cand;
+        for (size_t j = 0; j < batches[bi].size(); ++j) {
+          const int64_t b = label_from[bi][j], e = batches[bi][j].second;
+          const int64_t first = batches[bi][j].first;  // earliest event this window may read
+          const int64_t cut = e - b >= 2 ? b + 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(e - b - 1)) : b;
+          hist.emplace_back(std::max(first, cut - history_limit()), cut);
+          cand.emplace_back(cut, e);
+        }
+        RankSeq h = make_seq(ds, rd, hist, with_time, nullptr);
+        RankSeq c = make_seq(ds, rd, cand, with_time, &labels);
+        out = net.forward_candidates(h, RankCandidates{c.items, c.times, c.lengths});
+      } else {
+        RankSeq seq = make_seq(ds, rd, batches[bi], with_time, &labels, &label_from[bi]);
+        out = net.forward_sequence(seq);
+      }
       torch::Tensor loss = rank_loss(out, labels, rd.tasks, o.task_weights, &task_loss);
       st.optimizer->zero_grad();
       loss.backward();

@@ -3,12 +3,14 @@
 //
 // Layouts (model.layout):
 //   "action"      (GenRank's action-oriented layout, T tokens for T events): token t is
-//                 E_item(item_t) + E_fb(feedback_{t-1}) (a begin token for t = 0), so position t
-//                 knows every earlier event and its own item, and predicts its own feedback.
+//                 E_item(item_t) + E_prev(item_{t-1}) + E_fb(feedback_{t-1}) (a begin token for
+//                 t = 0): it carries the whole previous event, item and feedback paired, and
+//                 its own item, so position t knows every earlier event and predicts its own
+//                 feedback.
 //   "interleaved" (HSTU's layout, 2T tokens): item_0, fb_0, item_1, fb_1, ...; the prediction for
 //                 event t is read at the item token 2t. Twice the sequence, the same information.
-// A candidate is one more item token after the history: E_item(c) + E_fb(last feedback) in the
-// action layout, E_item(c) in the interleaved one. Heads: per task Linear(D, D) → SiLU →
+// A candidate is one more item token after the history: E_item(c) + E_prev(last item) +
+// E_fb(last feedback) in the action layout, E_item(c) in the interleaved one. Heads: per task Linear(D, D) → SiLU →
 // Linear(D, 1) on the token's final hidden state.
 //
 // Example:
@@ -62,6 +64,7 @@ class GenRankImpl : public RankNetImpl {
 
   GenRankOptions options_;
   torch::nn::Embedding items_{nullptr}, feedback_{nullptr};  // feedback: 0 pad, 1..F, F + 1 = begin
+  torch::nn::Embedding prev_items_{nullptr};                 // action layout: the previous event's item
   HSTU encoder_{nullptr};
   torch::nn::ModuleList heads_{nullptr};
 };

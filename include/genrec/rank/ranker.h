@@ -59,6 +59,10 @@ struct RankerOptions {
   int64_t eval_every = 1;
   int64_t patience = 5;
   std::string metric;  // validation metric for early stopping; empty = first task's auc (binary) or rmse
+  // sequence: teacher forcing, every event of a window predicted from the events before it;
+  // requests: per window a random cut, candidates = the events from the cut on, each seeing
+  // only the history before the cut (how evaluation and serving ask), scored in one pass.
+  std::string train_mode = "sequence";
   int64_t seed = 42;
 
   nlohmann::json to_json() const;
