@@ -2,9 +2,10 @@
 """Tabulates genrec run directories: test metrics at the best validation epoch, mean ± std over
 the runs of each group, and the wall-clock time to the best checkpoint.
 
-  scripts/summarize_runs.py GROUP=RUN_DIR[,RUN_DIR...] [GROUP=...]
+  scripts/summarize_runs.py [--keys K1,K2,...] GROUP=RUN_DIR[,RUN_DIR...] [GROUP=...]
 
-e.g. scripts/summarize_runs.py "beauty sasrec=runs/b-sasrec-s42,runs/b-sasrec-s43,runs/b-sasrec-s44"
+--keys picks the metrics (default: the retrieval ones; ranking runs, e.g.
+--keys like/auc,like/gauc,like/logloss,rating/rmse). e.g. scripts/summarize_runs.py "beauty sasrec=runs/b-sasrec-s42,runs/b-sasrec-s43,runs/b-sasrec-s44"
 Prints a Markdown table. Standard library only.
 """
 import json
@@ -23,10 +24,14 @@ def cell(values, digits=4):
 
 
 def main(argv):
+    keys = KEYS
+    if len(argv) > 2 and argv[1] == "--keys":
+        keys = argv[2].split(",")
+        argv = argv[:1] + argv[3:]
     if len(argv) < 2 or any("=" not in a for a in argv[1:]):
         sys.exit(__doc__)
-    print("| runs | seeds | " + " | ".join(KEYS) + " | best epoch | to best (min) | total (min) |")
-    print("|---" * (len(KEYS) + 5) + "|")
+    print("| runs | seeds | " + " | ".join(keys) + " | best epoch | to best (min) | total (min) |")
+    print("|---" * (len(keys) + 5) + "|")
     for arg in argv[1:]:
         group, dirs = arg.split("=", 1)
         rows = []
@@ -36,7 +41,7 @@ def main(argv):
                 rows.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError) as e:
                 sys.exit(f"{path}: {e}")
-        metrics = [[r["metrics"][k] for r in rows] for k in KEYS]
+        metrics = [[r["metrics"][k] for r in rows] for k in keys]
         epochs = ", ".join(str(r.get("best_epoch", "?")) for r in rows)
         to_best = [r.get("seconds_to_best", float("nan")) / 60 for r in rows]
         total = [r.get("train_seconds", float("nan")) / 60 for r in rows]
