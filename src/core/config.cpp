@@ -184,62 +184,58 @@ bool Config::get_bool(const std::string& key, bool fallback) {
   throw InvalidInput(type_error(*this, key, "true or false"));
 }
 
-std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vector<int64_t>& fallback) {
-  impl_->used.insert(key);
-  const toml::node* n = find_node(impl_->table, key);
+// Shared by the list getters: records the key, resolves the fallback, and converts each element
+// with `take` (which returns false for an element of the wrong type).
+template <typename T, typename Take>
+std::vector<T> get_list(Config& cfg, toml::table& table, toml::table& resolved, const std::string& source,
+                        const std::string& key, const std::vector<T>& fallback, const char* what, Take take) {
+  const toml::node* n = find_node(table, key);
   if (!n) {
     toml::array arr;
-    for (auto v : fallback) arr.push_back(v);
-    set_node(impl_->resolved, key, std::move(arr), impl_->source);
+    for (const auto& v : fallback) arr.push_back(v);
+    set_node(resolved, key, std::move(arr), source);
     return fallback;
   }
   const toml::array* arr = n->as_array();
-  if (!arr) throw InvalidInput(type_error(*this, key, "an array of integers"));
-  std::vector<int64_t> out;
+  if (!arr) throw InvalidInput(type_error(cfg, key, what));
+  std::vector<T> out;
   for (const auto& el : *arr) {
-    if (!el.is_integer()) throw InvalidInput(type_error(*this, key, "an array of integers"));
-    out.push_back(*el.value<int64_t>());
+    T v{};
+    if (!take(el, v)) throw InvalidInput(type_error(cfg, key, what));
+    out.push_back(std::move(v));
   }
   return out;
+}
+
+std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vector<int64_t>& fallback) {
+  impl_->used.insert(key);
+  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of integers",
+                  [](const toml::node& el, int64_t& v) {
+                    if (!el.is_integer()) return false;
+                    v = *el.value<int64_t>();
+                    return true;
+                  });
 }
 
 std::vector<double> Config::get_double_list(const std::string& key, const std::vector<double>& fallback) {
   impl_->used.insert(key);
-  const toml::node* n = find_node(impl_->table, key);
-  if (!n) {
-    toml::array arr;
-    for (auto v : fallback) arr.push_back(v);
-    set_node(impl_->resolved, key, std::move(arr), impl_->source);
-    return fallback;
-  }
-  const toml::array* arr = n->as_array();
-  if (!arr) throw InvalidInput(type_error(*this, key, "an array of numbers"));
-  std::vector<double> out;
-  for (const auto& el : *arr) {
-    if (el.is_integer()) out.push_back(static_cast<double>(*el.value<int64_t>()));
-    else if (el.is_floating_point()) out.push_back(*el.value<double>());
-    else throw InvalidInput(type_error(*this, key, "an array of numbers"));
-  }
-  return out;
+  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of numbers",
+                  [](const toml::node& el, double& v) {
+                    if (el.is_integer()) v = static_cast<double>(*el.value<int64_t>());
+                    else if (el.is_floating_point()) v = *el.value<double>();
+                    else return false;
+                    return true;
+                  });
 }
 
 std::vector<std::string> Config::get_string_list(const std::string& key, const std::vector<std::string>& fallback) {
   impl_->used.insert(key);
-  const toml::node* n = find_node(impl_->table, key);
-  if (!n) {
-    toml::array arr;
-    for (const auto& v : fallback) arr.push_back(v);
-    set_node(impl_->resolved, key, std::move(arr), impl_->source);
-    return fallback;
-  }
-  const toml::array* arr = n->as_array();
-  if (!arr) throw InvalidInput(type_error(*this, key, "an array of strings"));
-  std::vector<std::string> out;
-  for (const auto& el : *arr) {
-    if (!el.is_string()) throw InvalidInput(type_error(*this, key, "an array of strings"));
-    out.push_back(*el.value<std::string>());
-  }
-  return out;
+  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of strings",
+                  [](const toml::node& el, std::string& v) {
+                    if (!el.is_string()) return false;
+                    v = *el.value<std::string>();
+                    return true;
+                  });
 }
 
 void Config::check_unused() const {
