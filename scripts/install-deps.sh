@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libbenchmark-dev
   zlib1g-dev
+  librocksdb-dev libcpp-httplib-dev
+  wrk
 )
 
 missing=()

@@ -2,7 +2,11 @@
 // (0 success, 1 operation failed, 2 bad usage or bad input).
 #include <unistd.h>
 
+#include <atomic>
+#include <cctype>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -19,7 +23,9 @@
 #include "genrec/data/stats.h"
 #include "genrec/index/item_index.h"
 #include "genrec/models/export.h"
+#include "genrec/serve/engine.h"
 #include "genrec/train/runner.h"
+#include "http_server.h"
 #include "progress_bar.h"
 
 namespace fs = std::filesystem;
@@ -141,6 +147,81 @@ int run_demo(const DemoArgs& a, const ProgressCallback& progress) {
   return kExitOk;
 }
 
+// ---- serve ----
+struct ServeArgs {
+  serve::EngineOptions engine;
+  server::HttpOptions http;
+  std::string token_file;
+  bool no_sync = false;
+};
+
+// The running server, for the signal handler (which only sets a flag and writes to a pipe).
+std::atomic<server::HttpServer*> g_serving{nullptr};
+
+extern "C" void on_stop_signal(int) {
+  if (server::HttpServer* s = g_serving.load()) s->request_stop();
+}
+
+std::string read_token(const ServeArgs& a) {
+  std::string token;
+  if (!a.token_file.empty()) {
+    token = read_file(a.token_file);
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.front()))) token.erase(token.begin());
+    if (token.empty()) throw InvalidInput(a.token_file + ": --token-file is empty");
+  } else if (const char* env = std::getenv("GENREC_SERVE_TOKEN")) {
+    token = env;
+  }
+  for (char c : token)
+    if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)))
+      throw InvalidInput("the serving token must not contain spaces or control characters");
+  return token;
+}
+
+int run_serve(ServeArgs a) {
+  a.engine.sync_writes = !a.no_sync;
+  a.http.token = read_token(a);
+  GENREC_LOG_INFO("serve: loading %s%s%s", a.engine.run_dir.string().c_str(), a.engine.rank_run.empty() ? "" : " + ranking run ",
+                  a.engine.rank_run.string().c_str());
+  serve::Engine engine(a.engine);
+  server::HttpServer http(engine, a.http);
+  http.bind();
+
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  g_serving.store(&http);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  const std::string host = a.http.host.find(':') != std::string::npos ? "[" + a.http.host + "]" : a.http.host;
+  nlohmann::json ready = {{"listening", "http://" + host + ":" + std::to_string(http.port())},
+                          {"port", http.port()},
+                          {"pid", static_cast<int64_t>(::getpid())},
+                          {"run", a.engine.run_dir.string()},
+                          {"workers", a.http.workers},
+                          {"auth", !a.http.token.empty()}};
+  std::cout << ready.dump() << std::endl;  // one line, flushed: scripts and tests wait for it
+  if (a.http.token.empty() && a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1")
+    GENREC_LOG_WARN("serve: no token (--token-file or GENREC_SERVE_TOKEN): /v1/events and /v1/reload are open to %s",
+                    a.http.host.c_str());
+  GENREC_LOG_INFO("serve: listening on http://%s:%d (%d workers); SIGINT/SIGTERM stops", host.c_str(), http.port(),
+                  a.http.workers);
+
+  const bool drained = http.run();
+  if (!drained) {
+    // Worker threads still hold the engine: leave without destructors (acknowledged events are
+    // already durable).
+    std::fprintf(stderr, "error: shutdown: in-flight requests did not finish in time\n");
+    std::fflush(stderr);
+    std::_Exit(kExitFailure);
+  }
+  g_serving.store(nullptr);
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -240,7 +321,7 @@ int main(int argc, char** argv) {
   auto* recommend = app.add_subcommand("recommend", "Top-K items for a user or an ad-hoc history; JSON on stdout");
   recommend->add_option("--run", rec_run, "Run directory")->required();
   auto* opt_user = recommend->add_option("--user", rec_user, "Raw user id: recommend after its whole history");
-  auto* opt_hist = recommend->add_option("--history", rec_history, "Raw item ids, oldest first, comma-separated");
+  auto* opt_hist = recommend->add_option("--history", rec_history, "Raw item ids, oldest first, comma-separated; ITEM@SECONDS entries (all or none) carry timestamps");
   opt_user->excludes(opt_hist);
   recommend->add_option("--k", rec_req.k, "Number of items")->capture_default_str();
   recommend->add_flag("--exclude-seen", rec_req.exclude_seen, "Leave out items already in the history");
@@ -298,6 +379,45 @@ int main(int argc, char** argv) {
   demo->add_option("--users", demo_args.users, "Users to generate")->capture_default_str();
   demo->add_option("--items", demo_args.items, "Items to generate")->capture_default_str();
   demo->add_option("--seed", demo_args.seed, "Random seed")->capture_default_str();
+
+  ServeArgs serve_args;
+  std::string serve_run, serve_rank_run, serve_state;
+  auto* serve_cmd = app.add_subcommand(
+      "serve", "Serve recommend/rank/events over HTTP/JSON (see docs/serving.md); prints one JSON line when listening");
+  serve_cmd->add_option("--run", serve_run, "Retrieval run directory (sasrec, hstu, markov, pop)")->required();
+  serve_cmd->add_option("--rank-run", serve_rank_run, "Ranking run directory (genrank, din) for /v1/rank");
+  serve_cmd->add_option("--host", serve_args.http.host, "Address to listen on")->capture_default_str();
+  serve_cmd->add_option("--port", serve_args.http.port, "Port (0 = any free port; the JSON line names it)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  serve_cmd->add_option("--state", serve_state, "User-state directory (RocksDB; default RUN/serve_state)");
+  serve_cmd->add_option("--workers", serve_args.http.workers, "HTTP worker threads (each open connection holds one)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  serve_cmd->add_option("--max-batch", serve_args.engine.max_batch, "Most recommend requests scored together")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+      ->capture_default_str();
+  serve_cmd->add_option("--max-wait-us", serve_args.engine.max_wait_us, "Longest wait for a micro-batch to fill (microseconds; 0 = score what is queued at once)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
+      ->capture_default_str();
+  serve_cmd->add_option("--cache-users", serve_args.engine.cache_users, "KV-cache capacity in users (0 = off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  serve_cmd->add_option("--max-body-bytes", serve_args.http.max_body_bytes, "Largest request body (bigger: 413)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 34))
+      ->capture_default_str();
+  serve_cmd->add_option("--timeout-ms", serve_args.http.request_timeout_ms,
+                        "Read/write timeout and per-request deadline (milliseconds; past it: 503)")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}))
+      ->capture_default_str();
+  serve_cmd->add_option("--threads", serve_args.engine.threads, "Torch intra-op threads (0 = the run's setting)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  serve_cmd->add_option("--token-file", serve_args.token_file,
+                        "File holding the bearer token for /v1/events and /v1/reload (else $GENREC_SERVE_TOKEN; "
+                        "neither = no auth)")
+      ->check(CLI::ExistingFile);
+  serve_cmd->add_flag("--no-sync", serve_args.no_sync, "Do not fsync event appends (benchmarks only: not durable)");
 
   try {
     app.parse(argc, argv);
@@ -387,6 +507,11 @@ int main(int argc, char** argv) {
     } else if (*demo) {
       demo_args.out = demo_out;
       return run_demo(demo_args, progress);
+    } else if (*serve_cmd) {
+      serve_args.engine.run_dir = serve_run;
+      serve_args.engine.rank_run = serve_rank_run;
+      serve_args.engine.state_dir = serve_state;
+      return run_serve(serve_args);
     }
   } catch (const InvalidInput& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

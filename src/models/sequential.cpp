@@ -220,6 +220,11 @@ Batch make_batch(const std::vector<History>& hs, int64_t max_len, bool with_time
 
 }  // namespace
 
+torch::Tensor SequentialRecommender::finish_query(const torch::Tensor& hidden) const {
+  if (!options_.l2_norm) return hidden;
+  return torch::nn::functional::normalize(hidden, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
 torch::Tensor SequentialRecommender::query_embeddings(const std::vector<History>& batch) {
   torch::NoGradGuard ng;
   auto& net = state_->net;
@@ -235,10 +240,77 @@ torch::Tensor SequentialRecommender::query_embeddings(const std::vector<History>
   Batch b = make_batch(hs, options_.max_len, with_time, false, 0, options_.query_time == "next");
   torch::Tensor h = encode(b.items, b.lengths, b.timestamps, b.query_times);  // [B, T, D]
   torch::Tensor last = h.index({torch::arange(h.size(0)), b.lengths - 1});  // [B, D]
-  if (options_.l2_norm)
-    last = torch::nn::functional::normalize(last, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  last = finish_query(last);
   if (was_training) net->train();
   return last;
+}
+
+int64_t IncrementalCache::bytes() const {
+  return kv.bytes() + static_cast<int64_t>(items.size() * sizeof(int32_t) + times.size() * sizeof(int64_t)) +
+         (last.defined() ? static_cast<int64_t>(last.nbytes()) : 0);
+}
+
+torch::Tensor SequentialRecommender::query_embedding_incremental(const History& h, IncrementalCache& cache,
+                                                                 int64_t* computed) {
+  if (!supports_incremental()) throw InvalidInput("incremental encoding needs an hstu model, not " + options_.encoder);
+  if (computed) *computed = 0;
+  if (h.size == 0) return query_embeddings({h})[0];  // the padding position: nothing to cache
+  torch::NoGradGuard ng;
+  auto& net = state_->net;
+  const bool was_training = net->is_training();
+  net->eval();
+  struct Restore {
+    Net& net;
+    bool training;
+    ~Restore() { if (training) net->train(); }
+  } restore{net, was_training};
+  auto* hstu = dynamic_cast<HSTUImpl*>(net->encoder.get());
+  GENREC_ASSERT(hstu != nullptr);
+  const bool with_time = state_->has_timestamps && options_.time_bias && h.timestamps != nullptr;
+  const bool next = with_time && options_.query_time == "next";
+  const int64_t w = std::max<int64_t>(0, h.size - options_.max_len), n = h.size - w;
+
+  // Reuse the cache when it holds a prefix of this window, else start over.
+  bool reuse = cache.window_start == w && cache.with_time == with_time && cache.kv.length <= n;
+  for (int64_t t = 0; reuse && t < cache.kv.length; ++t)
+    reuse = cache.items[static_cast<size_t>(t)] == h.items[w + t] &&
+            (!with_time || cache.times[static_cast<size_t>(t)] == h.timestamps[w + t]);
+  if (!reuse) cache = IncrementalCache{HSTUCache{}, w, with_time, {}, {}, torch::Tensor()};
+  if (!next && cache.kv.length == n && cache.last.defined()) return finish_query(cache.last);
+
+  // Positions [from, n): committed up to `commit_end` (own: all; next: all but the last, whose
+  // query time is the request time until the next event arrives).
+  auto encode_range = [&](int64_t from, int64_t to, bool commit) {
+    std::vector<int64_t> ids, times, qtimes;
+    for (int64_t t = from; t < to; ++t) {
+      const int64_t src = w + t;
+      ids.push_back(h.items[src]);
+      if (with_time) {
+        times.push_back(h.timestamps[src]);
+        if (next)
+          qtimes.push_back(src + 1 < h.size ? h.timestamps[src + 1] : (h.request_time >= 0 ? h.request_time : h.timestamps[src]));
+      }
+    }
+    torch::Tensor x = net->items(torch::tensor(ids, torch::kLong));
+    torch::Tensor out = hstu->extend(cache.kv, x, with_time ? torch::tensor(times, torch::kLong) : torch::Tensor(),
+                                     next ? torch::tensor(qtimes, torch::kLong) : torch::Tensor(), commit);
+    if (commit)
+      for (int64_t t = from; t < to; ++t) {
+        cache.items.push_back(h.items[w + t]);
+        if (with_time) cache.times.push_back(h.timestamps[w + t]);
+      }
+    if (computed) *computed += to - from;
+    return out;
+  };
+  const int64_t commit_end = next ? n - 1 : n;
+  torch::Tensor last;
+  if (cache.kv.length < commit_end) {
+    torch::Tensor out = encode_range(cache.kv.length, commit_end, true);
+    last = out[out.size(0) - 1];
+  }
+  if (next) last = encode_range(n - 1, n, false)[0];
+  else cache.last = last;
+  return finish_query(last);
 }
 
 torch::Tensor SequentialRecommender::item_embeddings() const {

@@ -326,4 +326,84 @@ torch::Tensor HSTUImpl::forward_candidates(const torch::Tensor& hist_x, const to
   return torch::cat(outs, 1);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Incremental encoding (KV cache)
+
+int64_t HSTUCache::bytes() const {
+  int64_t n = times.defined() ? static_cast<int64_t>(times.nbytes()) : 0;
+  for (const auto& t : keys) n += static_cast<int64_t>(t.nbytes());
+  for (const auto& t : values) n += static_cast<int64_t>(t.nbytes());
+  return n;
+}
+
+torch::Tensor HSTUImpl::extend(HSTUCache& cache, const torch::Tensor& x, const torch::Tensor& times,
+                               const torch::Tensor& query_times, bool commit) {
+  const auto& o = options_;
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == o.d_model(), "hstu extend: x must be [n, ", o.d_model(), "], got ", x.sizes());
+  const int64_t P = cache.length, n = x.size(0), H = o.n_heads();
+  const bool with_time = o.use_time_bias() && times.defined();
+  TORCH_CHECK(P == 0 || with_time == cache.times.defined(),
+              "hstu extend: timestamps must be given for every position or for none");
+  TORCH_CHECK(!with_time || (times.dim() == 1 && times.size(0) == n), "hstu extend: times must be [", n, "]");
+  TORCH_CHECK(!query_times.defined() || (query_times.dim() == 1 && query_times.size(0) == n),
+              "hstu extend: query_times must be [", n, "]");
+  TORCH_CHECK(P == 0 || static_cast<int64_t>(cache.keys.size()) == o.n_blocks(), "hstu extend: cache has ",
+              cache.keys.size(), " blocks, the model ", o.n_blocks());
+  if (n == 0) return torch::zeros({0, o.d_model()}, x.options());
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  torch::Tensor pos = torch::arange(P, P + n, lopt);                                   // [n]
+  torch::Tensor key_pos = torch::arange(P + n, lopt);                                  // [P + n]
+  torch::Tensor distance = pos.unsqueeze(1) - key_pos.unsqueeze(0);                    // [n, P + n]
+  torch::Tensor causal = distance >= 0;                                                // [n, P + n]
+  torch::Tensor new_times, buckets;
+  if (with_time) {
+    new_times = times.to(x.device(), torch::kLong);
+    torch::Tensor kt = P > 0 ? torch::cat({cache.times, new_times}) : new_times;        // [P + n]
+    torch::Tensor qt = query_times.defined() ? query_times.to(x.device(), torch::kLong) : new_times;
+    // As hstu_time_buckets: differences in double, |dt| clamped to 1 s, log base, clamped.
+    torch::Tensor dt = (qt.to(torch::kDouble).unsqueeze(1) - kt.to(torch::kDouble).unsqueeze(0)).abs().clamp_min(1.0);
+    buckets = torch::floor(torch::log(dt) / std::log(o.time_bucket_base()))
+                  .clamp(0, static_cast<double>(o.n_time_buckets() - 1))
+                  .to(torch::kLong);                                                   // [n, P + n]
+  }
+  torch::Tensor scale = o.attn_scale() == "count" ? (pos + 1).to(x.scalar_type()).view({1, n, 1})
+                                                  : torch::full({}, static_cast<double>(o.max_len()), x.options());
+  torch::Tensor h = embed_input(x.unsqueeze(0), pos.unsqueeze(0));                       // [1, n, D]
+  std::vector<torch::Tensor> new_keys, new_values;
+  for (size_t l = 0; l < blocks_->size(); ++l) {
+    auto* block = (*blocks_)[l]->as<HSTUBlockImpl>();
+    HSTUBlockImpl::Projection p = block->project(h);                                   // q, k, v [1, H, n, d]
+    torch::Tensor k = p.k[0], v = p.v[0];                                              // [H, n, d]
+    if (P > 0) {
+      k = torch::cat({cache.keys[l], k}, 1);                                           // [H, P + n, d]
+      v = torch::cat({cache.values[l], v}, 1);
+    }
+    torch::Tensor rab = block->relative_bias(distance, buckets);                       // [H, n, P + n]
+    torch::Tensor s = torch::matmul(p.q[0], k.transpose(-2, -1)) + rab;                // [H, n, P + n]
+    torch::Tensor w = torch::where(causal.unsqueeze(0), torch::silu(s), torch::zeros({}, s.options()));
+    torch::Tensor attn = torch::matmul(w, v).transpose(0, 1).reshape({1, n, -1}) / scale;  // [1, n, H d_v]
+    if (commit) {
+      new_keys.push_back(p.k[0]);
+      new_values.push_back(p.v[0]);
+    }
+    h = block->combine(h, attn, p.u);
+  }
+  (void)H;
+  if (commit) {
+    if (P == 0) {
+      cache.keys = std::move(new_keys);
+      cache.values = std::move(new_values);
+      cache.times = with_time ? new_times.clone() : torch::Tensor();
+    } else {
+      for (size_t l = 0; l < cache.keys.size(); ++l) {
+        cache.keys[l] = torch::cat({cache.keys[l], new_keys[l]}, 1);
+        cache.values[l] = torch::cat({cache.values[l], new_values[l]}, 1);
+      }
+      if (with_time) cache.times = torch::cat({cache.times, new_times});
+    }
+    cache.length = P + n;
+  }
+  return final_norm_(h)[0];
+}
+
 }  // namespace genrec

@@ -162,4 +162,19 @@ std::vector<RankWindow> rank_train_windows(const Dataset& ds, const Split& split
   return out;
 }
 
+void append_user_history(const Dataset& ds, const RankData& rd, int32_t user, std::vector<int32_t>& items,
+                         std::vector<int32_t>& feedback, std::vector<int64_t>& times) {
+  const int64_t b = ds.user_offsets[static_cast<size_t>(user)], e = ds.user_offsets[static_cast<size_t>(user) + 1];
+  for (int64_t i = b; i < e; ++i) {
+    items.push_back(ds.event_items[static_cast<size_t>(i)]);
+    feedback.push_back(rd.feedback[static_cast<size_t>(i)]);
+    if (ds.has_timestamps()) times.push_back(ds.event_timestamps[static_cast<size_t>(i)]);
+  }
+}
+
+int32_t feedback_token(const RankData& rd, const std::string& name) {
+  auto it = std::find(rd.feedback_names.begin(), rd.feedback_names.end(), name);
+  return it == rd.feedback_names.end() ? 0 : static_cast<int32_t>(it - rd.feedback_names.begin()) + 1;
+}
+
 }  // namespace genrec

@@ -371,12 +371,7 @@ nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) 
   if (req.user) {
     auto u = ds.users.find(*req.user);
     if (!u) throw InvalidInput("rank: unknown user '" + *req.user + "' in dataset " + s.data_path.string());
-    const int64_t b = ds.user_offsets[static_cast<size_t>(*u)], e = ds.user_offsets[static_cast<size_t>(*u) + 1];
-    for (int64_t i = b; i < e; ++i) {
-      items.push_back(ds.event_items[static_cast<size_t>(i)]);
-      feedback.push_back(rd.feedback[static_cast<size_t>(i)]);
-      if (ds.has_timestamps()) times.push_back(ds.event_timestamps[static_cast<size_t>(i)]);
-    }
+    append_user_history(ds, rd, *u, items, feedback, times);
   } else {
     for (const auto& entry : *req.history) {
       const auto colon = entry.rfind(':');
@@ -384,13 +379,12 @@ nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) 
       int32_t fb = 1;
       if (colon != std::string::npos) {
         const std::string name = entry.substr(colon + 1);
-        auto it = std::find(rd.feedback_names.begin(), rd.feedback_names.end(), name);
-        if (it == rd.feedback_names.end()) {
+        fb = feedback_token(rd, name);
+        if (fb == 0) {
           std::string known;
           for (const auto& n : rd.feedback_names) known += (known.empty() ? "" : ", ") + n;
           throw InvalidInput("rank: --history entry '" + entry + "': unknown feedback '" + name + "' (known: " + known + ")");
         }
-        fb = static_cast<int32_t>(it - rd.feedback_names.begin()) + 1;
       }
       items.push_back(item_id(raw));
       feedback.push_back(fb);
@@ -413,6 +407,12 @@ nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) 
           {"model", r.ranker->options().type},
           {"history_length", items.size()},
           {"candidates", list}};
+}
+
+RunInfo read_run_info(const fs::path& run_dir) {
+  Config cfg = load_run_config(run_dir, {});
+  RunSettings s = read_settings(cfg);
+  return RunInfo{s.data_path, s.threads};
 }
 
 nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& req) {
@@ -438,8 +438,22 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
     if (ev.timestamps) hist_ts.assign(ev.timestamps, ev.timestamps + ev.size);
     h.user = *u;
   } else {
+    // Entries are ITEM or ITEM@TIMESTAMP (seconds); either every entry has a time or none.
     std::string unknown;
-    for (const auto& raw : *req.history) {
+    size_t timed = 0;
+    for (const auto& entry : *req.history) {
+      std::string raw = entry;
+      const auto at = entry.rfind('@');
+      if (at != std::string::npos && at + 1 < entry.size() &&
+          entry.find_first_not_of("0123456789", at + 1) == std::string::npos) {
+        raw = entry.substr(0, at);
+        try {
+          hist_ts.push_back(std::stoll(entry.substr(at + 1)));
+        } catch (const std::exception&) {
+          throw InvalidInput("recommend: --history entry '" + entry + "': timestamp out of range");
+        }
+        ++timed;
+      }
       auto id = items.find(raw);
       if (!id) {
         unknown += (unknown.empty() ? "" : ", ") + raw;
@@ -448,6 +462,8 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
       hist_items.push_back(*id);
     }
     if (!unknown.empty()) throw InvalidInput("recommend: unknown item id(s) in --history: " + unknown);
+    if (timed != 0 && timed != req.history->size())
+      throw InvalidInput("recommend: --history: give a timestamp (ITEM@SECONDS) for every entry or for none");
   }
   h.items = hist_items.data();
   h.timestamps = hist_ts.empty() ? nullptr : hist_ts.data();

@@ -17,6 +17,7 @@
 
 #include "genrec/models/recommender.h"
 #include "genrec/nn/encoder.h"
+#include "genrec/nn/hstu.h"
 
 namespace genrec {
 
@@ -60,6 +61,18 @@ struct SequentialOptions {
   void validate() const;
 };
 
+// The serving KV cache of one user (HSTU): keys/values of the encoded positions of the user's
+// current history window, and what they were computed from (to detect a changed history).
+struct IncrementalCache {
+  HSTUCache kv;
+  int64_t window_start = -1;   // history index of window position 0 (-1 = empty cache)
+  bool with_time = false;
+  std::vector<int32_t> items;  // items of the cached positions
+  std::vector<int64_t> times;  // their times (with_time)
+  torch::Tensor last;          // query_time = own: the hidden state of the last cached position
+  int64_t bytes() const;
+};
+
 class SequentialRecommender : public Recommender {
  public:
   SequentialRecommender(int32_t n_items, SequentialOptions options);
@@ -75,12 +88,23 @@ class SequentialRecommender : public Recommender {
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
 
+  // Incremental query embedding (serving; HSTU only): equals query_embeddings({h})[0] (up to
+  // float summation order), reusing the positions of h's window already in `cache` and encoding
+  // only the new ones, then updating the cache. A cache built for another history (or after the
+  // window slid past max_len) is rebuilt. With query_time = next the last position depends on
+  // the request time, so it is encoded on every call and committed once the next event arrives.
+  // computed (optional) receives the number of positions encoded by this call.
+  bool supports_incremental() const { return options_.encoder == "hstu"; }
+  torch::Tensor query_embedding_incremental(const History& h, IncrementalCache& cache, int64_t* computed = nullptr);
+
   // The network (for tests): hidden states [B, T, D] for right-padded items [B, T].
   torch::Tensor encode(const torch::Tensor& items, const torch::Tensor& lengths, const torch::Tensor& timestamps,
                        const torch::Tensor& query_times);
   int64_t epochs_done() const;
 
  private:
+  // The query vector from the last hidden state(s): L2-normalised when options_.l2_norm.
+  torch::Tensor finish_query(const torch::Tensor& hidden) const;
   struct State;
   int32_t n_items_;
   SequentialOptions options_;

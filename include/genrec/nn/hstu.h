@@ -42,6 +42,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "genrec/nn/encoder.h"
 
@@ -132,6 +133,17 @@ class HSTUBlockImpl : public torch::nn::Cloneable<HSTUBlockImpl> {
 };
 TORCH_MODULE(HSTUBlock);
 
+// Keys and values of the first `length` positions of one sequence, per block, for incremental
+// encoding (the serving KV cache): keys[l] [H, length, d_qk], values[l] [H, length, d_v],
+// times [length] int64 (defined only when the sequence is encoded with timestamps).
+struct HSTUCache {
+  std::vector<torch::Tensor> keys, values;
+  torch::Tensor times;
+  int64_t length = 0;
+  // Bytes held by the tensors.
+  int64_t bytes() const;
+};
+
 class HSTUImpl : public SequenceEncoderImpl {
  public:
   explicit HSTUImpl(HSTUOptions options);
@@ -157,6 +169,17 @@ class HSTUImpl : public SequenceEncoderImpl {
   torch::Tensor forward_candidates(const torch::Tensor& hist_x, const torch::Tensor& hist_lengths,
                                    const torch::Tensor& hist_times, const torch::Tensor& cand_x,
                                    const torch::Tensor& cand_times, int64_t micro_batch = 256);
+
+  // Incremental encoding of one sequence: positions cache.length .. cache.length + n - 1, with
+  // inputs x [n, D], event times [n] int64 (undefined: no time bias; must match how the cache
+  // was built) and query times [n] (undefined = the event times). The new positions attend to
+  // the cached keys/values and causally to each other, so the result [n, D] equals forward()
+  // on the whole sequence at those positions (exactly, up to float summation order). commit:
+  // append the new positions' keys, values and times to the cache; a caller whose last query
+  // time is provisional (query_time = next, the request time) encodes that position with
+  // commit = false and again once the next event is known.
+  torch::Tensor extend(HSTUCache& cache, const torch::Tensor& x, const torch::Tensor& times,
+                       const torch::Tensor& query_times, bool commit);
   const HSTUOptions& options() const { return options_; }
 
  private:

@@ -59,6 +59,13 @@ struct RankData {
 // distinct rating values when ratings are the feedback tokens).
 RankData make_rank_data(const Dataset& ds, const RankDataOptions& options);
 
+// Ranker input for serving a known user: appends dense user `user`'s events (items, feedback
+// tokens and, when the dataset has timestamps, times), oldest first.
+void append_user_history(const Dataset& ds, const RankData& rd, int32_t user, std::vector<int32_t>& items,
+                         std::vector<int32_t>& feedback, std::vector<int64_t>& times);
+// The feedback token (1..n_feedback) of an action name or rating value, or 0 when unknown.
+int32_t feedback_token(const RankData& rd, const std::string& name);
+
 // Global event indices (into ds.event_*), [begin, end) ranges.
 struct RankRequest {
   int32_t user = 0;

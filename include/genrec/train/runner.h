@@ -57,7 +57,8 @@ EvalResult eval_run(const std::filesystem::path& run_dir, SplitPart part,
 
 struct RecommendRequest {
   std::optional<std::string> user;                 // raw user id: its whole history
-  std::optional<std::vector<std::string>> history; // raw item ids, oldest first
+  std::optional<std::vector<std::string>> history; // raw item ids, oldest first; "ITEM@SECONDS" entries
+                                                   // (all or none) carry timestamps
   int64_t k = 10;
   bool exclude_seen = false;
   int64_t request_time = -1;  // Unix seconds; -1 = unknown (History::request_time)
@@ -96,6 +97,13 @@ struct IndexEvalRequest {
 //  1 OpenMP thread), "exact_latency_ms": {"p50", "p99"}, "batch_queries_per_second" (all
 //  queries in one call, the run's train.threads), "encode_seconds"}
 nlohmann::json index_eval_run(const std::filesystem::path& run_dir, const IndexEvalRequest& request);
+
+// What serving needs from a run's config.toml: its dataset (data.path) and train.threads.
+struct RunInfo {
+  std::filesystem::path data_path;
+  int64_t threads = 0;
+};
+RunInfo read_run_info(const std::filesystem::path& run_dir);
 
 // Sets torch's intra-op threads: n > 0 as given, 0 = the machine's cores.
 void set_threads(int64_t n);
