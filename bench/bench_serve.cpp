@@ -12,7 +12,9 @@
 // events; then event n arrives and the query vector is computed (own: 1 new position; next: the
 // previous last position is finalised and the new one encoded, 2 positions). Each figure is the
 // median of --reps runs (default 30) after one warm-up, each on a fresh copy of the n - 1 cache;
-// "max_abs_diff" compares the two query vectors.
+// "max_abs_diff" compares the two query vectors. The allocator is configured as in the CLI
+// (configure_allocator_for_tensors): without it, page faults on fresh multi-megabyte
+// intermediates make the 1,000-event full recompute ~10x slower and erratic on this VM.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -26,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/io.h"
 #include "genrec/data/generator.h"
 #include "genrec/data/split.h"
 #include "genrec/models/sequential.h"
@@ -55,6 +58,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  configure_allocator_for_tensors();  // as the genrec CLI (core/io.h)
   at::set_num_threads(threads);
   GeneratorOptions g;
   g.n_users = 200;

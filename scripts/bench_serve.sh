@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of `genrec serve` with wrk on loopback. Starts the server on RUN_DIR (its own
 # temporary --state dir), runs POST /v1/recommend at each concurrency (default 1, 8, 32), then a
-# mixed load (default 10% POST /v1/events), and prints one JSON object: QPS, latency p50/p90/p99,
+# mixed load at each concurrency (default 10% POST /v1/events), and prints one JSON object: QPS, latency p50/p90/p99,
 # non-2xx responses and socket errors per load, the server's resident memory (VmRSS) before and
 # after, and a few engine counters from /metrics. Exits 1 if any request failed (non-2xx or a
 # socket error) or the server did not stop cleanly, 2 on bad usage.
@@ -11,7 +11,7 @@
 # Options:
 #   -d, --duration S         seconds per load level (default 60)
 #   -c, --concurrency LIST   recommend concurrencies, space- or comma-separated (default "1 8 32")
-#   --mixed-concurrency N    connections of the mixed load (default: the largest of -c; 0 = skip)
+#   --mixed-concurrency LIST connections of the mixed loads (default: the -c list; 0 = skip)
 #   --write-percent P        share of /v1/events in the mixed load (default 10)
 #   --warmup S               unrecorded warm-up before the first level (default 5; 0 = none)
 #   --users FILE             raw user ids, one per line (default: the run dataset's users.vocab)
@@ -36,7 +36,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     -d|--duration) DURATION="$2"; shift 2 ;;
     -c|--concurrency) CONC="${2//,/ }"; shift 2 ;;
-    --mixed-concurrency) MIXED_C="$2"; shift 2 ;;
+    --mixed-concurrency) MIXED_C="${2//,/ }"; shift 2 ;;
     --write-percent) WRITE_PCT="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --users) USERS="$2"; shift 2 ;;
@@ -64,9 +64,11 @@ for c in $CONC; do
   [[ "$c" -ge 1 ]] || die "concurrency must be >= 1"
   (( c > MAX_C )) && MAX_C=$c
 done
-MIXED_C="${MIXED_C:-$MAX_C}"
+MIXED_C="${MIXED_C:-$CONC}"
+[[ "$MIXED_C" == "0" ]] && MIXED_C=""
+for c in $MIXED_C; do (( c > MAX_C )) && MAX_C=$c; done
 WORKERS="${WORKERS:-$(( 2 * MAX_C > 16 ? 2 * MAX_C : 16 ))}"
-(( MIXED_C <= WORKERS && MAX_C <= WORKERS )) ||
+(( MAX_C <= WORKERS )) ||
   echo "bench_serve: warning: more connections than --workers; connections wait for a worker" >&2
 
 # The run's dataset (data.path in its config.toml) has the id vocabularies.
@@ -142,13 +144,14 @@ for c in $CONC; do
   FAILED=$(( FAILED + $(failures "$j") ))
   RECOMMEND+="${RECOMMEND:+,}\"$c\":$j"
 done
-MIXED="null"
-if (( MIXED_C > 0 )); then
-  echo "bench_serve: mixed load, $MIXED_C connections, ${WRITE_PCT}% /v1/events" >&2
-  j="$(run_wrk "$MIXED_C" "$DURATION" mixed.lua "$USERS" "$ITEMS" "$WRITE_PCT")"
+MIXED=""
+for c in $MIXED_C; do
+  echo "bench_serve: mixed load, $c connection(s), ${WRITE_PCT}% /v1/events" >&2
+  j="$(run_wrk "$c" "$DURATION" mixed.lua "$USERS" "$ITEMS" "$WRITE_PCT")"
   FAILED=$(( FAILED + $(failures "$j") ))
-  MIXED="{\"concurrency\":$MIXED_C,\"write_percent\":$WRITE_PCT,\"result\":$j}"
-fi
+  MIXED+="${MIXED:+,}\"$c\":$j"
+done
+MIXED="{\"write_percent\":$WRITE_PCT,\"by_concurrency\":{$MIXED}}"
 RSS_END="$(rss_kb "$SERVER_PID")"
 
 # Engine counters from /metrics (optional: needs curl).

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -375,4 +376,39 @@ TEST(ServeEngine, ConcurrentRequestsAreBatchedAndAnsweredIndividually) {
   }
   EXPECT_GT(largest, 1);  // 24 concurrent requests with a 20 ms window share batches
   EXPECT_GT(engine.stats()["batches"].get<int64_t>(), 0);
+}
+
+TEST(ServeEngine, ReloadUnderLoadDropsNoRequest) {
+  ServeFixture f("own");
+  serve::EngineOptions o;
+  o.run_dir = f.run;
+  o.state_dir = f.tmp / "state";
+  serve::Engine engine(o);
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c)
+    clients.emplace_back([&, c] {
+      for (int32_t u = 1 + c; !done.load(); u = u % 100 + 1) {
+        try {
+          serve::RecommendQuery q;
+          q.history.user = f.ds.users.raw(u);
+          q.k = 5;
+          if (engine.recommend(q).items.size() == 5u) ok += 1;
+          else failed += 1;
+        } catch (...) {
+          failed += 1;
+        }
+      }
+    });
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    engine.reload(f.run);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  done = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(engine.models()["retrieval"]["generation"], 4);
 }
