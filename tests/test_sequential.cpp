@@ -221,7 +221,9 @@ TEST(Sequential, ScoresAreQueryTimesItemEmbeddings) {
     ASSERT_EQ(q.sizes(), (std::vector<int64_t>{5, o.d_model}));
     ASSERT_EQ(items.sizes(), (std::vector<int64_t>{ds.n_items() + 1, o.d_model}));
     EXPECT_LT((m.score(batch) - torch::matmul(q, items.t())).abs().max().item<double>(), 1e-6);
-    if (l2) EXPECT_LT((q.norm(2, 1) - 1).abs().max().item<double>(), 1e-5);
+    if (l2) {
+      EXPECT_LT((q.norm(2, 1) - 1).abs().max().item<double>(), 1e-5);
+    }
   }
 }
 
