@@ -119,6 +119,15 @@ TEST(Cli, EveryShippedConfigTrains) {
     for (const char* type : {"sasrec", "hstu", "genrank", "din"})
       neural = neural || text.find(std::string("type = \"") + type + "\"") != std::string::npos;
     std::string extra = neural ? " --set train.epochs=1 --set model.max_len=20" : "";
+    if (text.find("type = \"tiger\"") != std::string::npos) {
+      // TIGER needs semantic IDs of this dataset; a small model keeps it quick.
+      auto sid = run_cli("-q sid build --data " + q(tmp / "data") + " --features attributes:8 --levels 2 --codebook 8 --out " +
+                         q(tmp / ("sid" + std::to_string(n))));
+      ASSERT_EQ(sid.exit_code, 0) << sid.err;
+      extra = " --set model.sid=" + q(tmp / ("sid" + std::to_string(n)) / "codes.bin") +
+              " --set model.d_model=16 --set model.n_heads=2 --set model.d_kv=8 --set model.d_ff=32"
+              " --set model.enc_layers=1 --set model.dec_layers=1 --set model.user_buckets=10 --set train.epochs=1";
+    }
     auto r = run_cli("-q train --config " + q(entry.path()) + " --data " + q(tmp / "data") + " --out " + q(run) + extra);
     EXPECT_EQ(r.exit_code, 0) << entry.path() << ": " << r.err;
   }

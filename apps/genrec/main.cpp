@@ -24,6 +24,7 @@
 #include "genrec/index/item_index.h"
 #include "genrec/models/export.h"
 #include "genrec/serve/engine.h"
+#include "genrec/tokenizers/sid_build.h"
 #include "genrec/train/runner.h"
 #include "http_server.h"
 #include "progress_bar.h"
@@ -372,6 +373,39 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--out", export_out, "File to write, e.g. model.safetensors")->required();
   export_cmd->add_flag("--force", export_req.overwrite, "Replace an existing output file");
 
+  // ---- sid (semantic IDs) ----
+  auto* sid_cmd = app.add_subcommand("sid", "Semantic IDs: item content vectors -> residual quantiser -> item codes (see docs/semantic_ids.md)");
+  sid_cmd->require_subcommand(1);
+  SidBuildRequest sid_req;
+  std::string sid_data, sid_out, sid_import;
+  int64_t sid_iters = 0, sid_epochs = 0;
+  auto* sid_build = sid_cmd->add_subcommand(
+      "build", "Build semantic IDs for a dataset's items: writes OUT/codes.json, codes.bin, rq.safetensors, report.json; report JSON on stdout");
+  sid_build->add_option("--data", sid_data, "Dataset directory")->required();
+  sid_build->add_option("--out", sid_out, "Output directory to create")->required();
+  sid_build->add_option("--features", sid_req.features,
+                        "Item content (repeatable, concatenated): text[:DIM[:W]], attributes[:DIM[:W]], matrix:FILE[:W] "
+                        "(.npy, .safetensors, .tsv), run:DIR[:W]; default text:64, else attributes:32");
+  sid_build->add_option("--method", sid_req.method, "Quantiser: rq-kmeans or rq-vae")
+      ->check(CLI::IsMember({"rq-kmeans", "rq-vae"}))
+      ->capture_default_str();
+  sid_build->add_option("--levels", sid_req.levels, "Code levels (before disambiguation)")->capture_default_str();
+  sid_build->add_option("--codebook", sid_req.codebook_size, "Codes per level")->capture_default_str();
+  sid_build->add_flag("--balanced", sid_req.balanced, "rq-kmeans: equal-size clusters");
+  sid_build->add_option("--seed", sid_req.seed, "Random seed")->capture_default_str();
+  auto* opt_sid_iters = sid_build->add_option("--iters", sid_iters, "rq-kmeans: most Lloyd iterations per level");
+  auto* opt_sid_epochs = sid_build->add_option("--epochs", sid_epochs, "rq-vae: training epochs");
+  sid_build->add_option("--threads", sid_req.threads, "Torch threads (0 = default)")->capture_default_str();
+  auto* opt_sid_import = sid_build->add_option("--import", sid_import,
+                                               "Import a code map {ITEM: [codes]} (LETTER / MiniOneRec style) instead of fitting");
+  auto* opt_sid_offset = sid_build->add_option("--id-offset", sid_req.id_offset, "--import: added to numeric item keys (e.g. 1 for 0-based keys)");
+  opt_sid_offset->needs(opt_sid_import);
+  sid_build->add_flag("--force", sid_req.overwrite, "Replace an existing output directory");
+  std::string sid_stats_codes, sid_stats_data;
+  auto* sid_stats = sid_cmd->add_subcommand("stats", "Codebook use and collision rate of a codes file; JSON on stdout");
+  sid_stats->add_option("--codes", sid_stats_codes, "codes.bin or codes.json")->required();
+  sid_stats->add_option("--data", sid_stats_data, "Dataset directory the codes belong to")->required();
+
   DemoArgs demo_args;
   std::string demo_out = demo_args.out.string();
   auto* demo = app.add_subcommand("demo", "Generate data, train and evaluate pop, markov and SASRec, and recommend, in one go");
@@ -504,6 +538,15 @@ int main(int argc, char** argv) {
       export_req.run = export_run_dir;
       export_req.out = export_out;
       print_json(export_run(export_req).to_json());
+    } else if (*sid_build) {
+      sid_req.data = sid_data;
+      sid_req.out = sid_out;
+      if (opt_sid_iters->count() > 0) sid_req.kmeans_iters = sid_iters;
+      if (opt_sid_epochs->count() > 0) sid_req.epochs = sid_epochs;
+      if (opt_sid_import->count() > 0) sid_req.import_codes = fs::path(sid_import);
+      print_json(sid_build_run(sid_req, progress));
+    } else if (*sid_stats) {
+      print_json(sid_stats_run(sid_stats_codes, sid_stats_data));
     } else if (*demo) {
       demo_args.out = demo_out;
       return run_demo(demo_args, progress);

@@ -7,6 +7,7 @@
 #include "genrec/core/io.h"
 #include "genrec/models/baselines.h"
 #include "genrec/models/sequential.h"
+#include "genrec/models/tiger.h"
 
 namespace genrec {
 
@@ -17,7 +18,7 @@ constexpr size_t kHeaderSize = 8 + 4 + 4 + 8;
 }  // namespace
 
 const std::vector<std::string>& recommender_types() {
-  static const std::vector<std::string> types = {"pop", "markov", "sasrec", "hstu"};
+  static const std::vector<std::string> types = {"pop", "markov", "sasrec", "hstu", "tiger"};
   return types;
 }
 
@@ -62,6 +63,34 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     options["patience"] = cfg.get_int("train.patience", d.patience);
     options["metric"] = cfg.get_string("train.metric", d.metric);
     options["seed"] = cfg.get_int("train.seed", d.seed);
+  } else if (type == "tiger") {
+    TigerOptions d;
+    d.sid = cfg.get_string("model.sid", "");
+    if (d.sid.empty()) throw InvalidInput("model.sid: tiger needs the semantic-ID file (codes.bin of `genrec sid build`)");
+    d.d_model = cfg.get_int("model.d_model", d.d_model);
+    d.n_heads = cfg.get_int("model.n_heads", d.n_heads);
+    d.d_kv = cfg.get_int("model.d_kv", d.d_kv);
+    d.d_ff = cfg.get_int("model.d_ff", d.d_ff);
+    d.enc_layers = cfg.get_int("model.enc_layers", d.enc_layers);
+    d.dec_layers = cfg.get_int("model.dec_layers", d.dec_layers);
+    d.dropout = cfg.get_double("model.dropout", d.dropout);
+    d.max_items = cfg.get_int("model.max_items", d.max_items);
+    d.user_buckets = cfg.get_int("model.user_buckets", d.user_buckets);
+    d.beam = cfg.get_int("model.beam", d.beam);
+    d.epochs = cfg.get_int("train.epochs", d.epochs);
+    d.batch_size = cfg.get_int("train.batch_size", d.batch_size);
+    d.lr = cfg.get_double("train.lr", d.lr);
+    d.weight_decay = cfg.get_double("train.weight_decay", d.weight_decay);
+    d.warmup_steps = cfg.get_int("train.warmup_steps", d.warmup_steps);
+    d.lr_schedule = cfg.get_string("train.lr_schedule", d.lr_schedule);
+    d.grad_clip = cfg.get_double("train.grad_clip", d.grad_clip);
+    d.eval_every = cfg.get_int("train.eval_every", d.eval_every);
+    d.patience = cfg.get_int("train.patience", d.patience);
+    d.metric = cfg.get_string("train.metric", d.metric);
+    d.eval_users = cfg.get_int("train.eval_users", d.eval_users);
+    d.seed = cfg.get_int("train.seed", d.seed);
+    SemanticIds sid = read_semantic_ids_bin(d.sid);
+    return std::make_unique<TigerRecommender>(n_items, d, std::move(sid));
   }
   return make_recommender(type, options, n_items);
 }
@@ -76,6 +105,15 @@ std::unique_ptr<Recommender> make_recommender(const std::string& type, const nlo
     o.decay = options.value("decay", o.decay);
     o.pop_weight = options.value("pop_weight", o.pop_weight);
     return std::make_unique<MarkovRecommender>(n_items, o);
+  }
+  if (type == "tiger") {
+    // From a checkpoint: the semantic IDs come from the archive (TigerRecommender::load).
+    TigerOptions o = TigerOptions::from_json(options);
+    SemanticIds placeholder;
+    placeholder.n_items = n_items;
+    placeholder.levels = o.levels;
+    placeholder.codebook_sizes = o.codebook_sizes;
+    return std::make_unique<TigerRecommender>(n_items, o, std::move(placeholder));
   }
   if (type == "sasrec" || type == "hstu") {
     SequentialOptions o = SequentialOptions::from_json(options);

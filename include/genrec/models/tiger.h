@@ -1,0 +1,101 @@
+// TIGER (Rajput et al., NeurIPS 2023, "Recommender Systems with Generative Retrieval"): items are
+// semantic-ID code sequences (tokenizers/semantic_ids.h); an encoder-decoder transformer reads
+// the codes of a user's last `max_items` items (plus, optionally, a hashed user token) and
+// generates the next item's codes, one level per decoder step.
+//
+// Network (T5-like, pre-LayerNorm): one embedding table for all tokens (padding, the codes of
+// every level — level l's code c is its own token —, the decoder's BOS, user buckets), learned
+// absolute positions for the encoder and the decoder, `enc_layers` encoder blocks
+// (self-attention + ReLU feed-forward), `dec_layers` decoder blocks (causal self-attention,
+// cross-attention over the encoder output, feed-forward). Attention has n_heads heads of width
+// d_kv (TIGER: 6 × 64 over d_model 128). The decoder's output at step l is scored against the
+// embeddings of level l's codes (tied weights), so step l is a softmax over codebook l.
+// Training: cross-entropy of the target item's L codes (teacher forcing), AdamW, warm-up,
+// cosine or constant learning rate, early stopping on a validation metric, like the sequential
+// models (models/sequential.h).
+//
+// Inference (decoding/beam_search in this file): beam search over the code trie: every step
+// extends each beam only by codes that lead to at least one real item, so every result is a
+// real item and all results are distinct; the decoder keeps a KV cache (self-attention keys and
+// values of earlier steps; cross-attention keys and values of the encoder output, computed once).
+// A sequence's score is the sum of its codes' log-probabilities (softmax over the whole codebook
+// of each level). score() returns the top `beam` items' scores and -1e30 for every other item,
+// so the full-ranking evaluator measures exactly TIGER's beam-search protocol.
+#pragma once
+
+#include <memory>
+
+#include "genrec/models/recommender.h"
+#include "genrec/tokenizers/semantic_ids.h"
+
+namespace genrec {
+
+struct TigerOptions {
+  std::string sid;                  // semantic-ID file (codes.bin or codes.json) — config model.sid
+  int32_t levels = 0;               // from the semantic IDs
+  std::vector<int32_t> codebook_sizes;
+  int64_t d_model = 128;
+  int64_t n_heads = 6;
+  int64_t d_kv = 64;                // per-head width
+  int64_t d_ff = 1024;
+  int64_t enc_layers = 4;
+  int64_t dec_layers = 4;
+  double dropout = 0.1;
+  int64_t max_items = 20;           // history items read by the encoder (the last ones)
+  int64_t user_buckets = 0;         // hashed user-id token (TIGER: 2000); 0 = none
+  int64_t beam = 20;                // beam width at inference (= items returned by score())
+  // training
+  int64_t epochs = 100;
+  int64_t batch_size = 256;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 0;
+  std::string lr_schedule = "cosine";
+  double grad_clip = 1.0;
+  int64_t eval_every = 2;
+  int64_t patience = 5;
+  std::string metric = "ndcg@10";
+  int64_t eval_users = 0;           // validate on the first N users only (0 = all): beam search is costly
+  int64_t seed = 42;
+
+  nlohmann::json to_json() const;
+  static TigerOptions from_json(const nlohmann::json& j);
+  void validate() const;
+};
+
+// One beam-search result per history: items best first, with their log-probabilities.
+struct BeamResult {
+  std::vector<int32_t> items;
+  std::vector<float> scores;
+};
+
+class TigerRecommender : public Recommender {
+ public:
+  // codes: the items' semantic IDs (n_items must match); options.levels / codebook_sizes are
+  // taken from it.
+  TigerRecommender(int32_t n_items, TigerOptions options, SemanticIds codes);
+  ~TigerRecommender() override;
+  std::string type() const override { return "tiger"; }
+  nlohmann::json options() const override { return options_.to_json(); }
+  int32_t n_items() const override { return n_items_; }
+  bool iterative() const override { return true; }
+  void fit(const TrainContext& ctx) override;
+  torch::Tensor score(const std::vector<History>& batch) override;
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  // Trie-constrained beam search with a KV cache: the top `beam` items per history.
+  std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam);
+  // Reference for tests: the log-probability of every item's full code sequence (teacher
+  // forcing over all items at once), [B, n_items + 1] (column 0 = -inf).
+  torch::Tensor exhaustive_log_probs(const std::vector<History>& batch);
+  const SemanticIds& codes() const;
+
+ private:
+  struct State;
+  int32_t n_items_;
+  TigerOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace genrec

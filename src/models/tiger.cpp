@@ -1,0 +1,660 @@
+#include "genrec/models/tiger.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "genrec/core/error.h"
+#include "genrec/core/log.h"
+
+namespace genrec {
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+nlohmann::json TigerOptions::to_json() const {
+  return {{"sid", sid},           {"levels", levels},         {"codebook_sizes", codebook_sizes},
+          {"d_model", d_model},   {"n_heads", n_heads},       {"d_kv", d_kv},
+          {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
+          {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets},
+          {"beam", beam},         {"epochs", epochs},         {"batch_size", batch_size},
+          {"lr", lr},             {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
+          {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
+          {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
+          {"seed", seed}};
+}
+
+TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
+  TigerOptions o;
+  o.sid = j.value("sid", o.sid);
+  o.levels = j.value("levels", o.levels);
+  o.codebook_sizes = j.value("codebook_sizes", o.codebook_sizes);
+  o.d_model = j.value("d_model", o.d_model);
+  o.n_heads = j.value("n_heads", o.n_heads);
+  o.d_kv = j.value("d_kv", o.d_kv);
+  o.d_ff = j.value("d_ff", o.d_ff);
+  o.enc_layers = j.value("enc_layers", o.enc_layers);
+  o.dec_layers = j.value("dec_layers", o.dec_layers);
+  o.dropout = j.value("dropout", o.dropout);
+  o.max_items = j.value("max_items", o.max_items);
+  o.user_buckets = j.value("user_buckets", o.user_buckets);
+  o.beam = j.value("beam", o.beam);
+  o.epochs = j.value("epochs", o.epochs);
+  o.batch_size = j.value("batch_size", o.batch_size);
+  o.lr = j.value("lr", o.lr);
+  o.weight_decay = j.value("weight_decay", o.weight_decay);
+  o.warmup_steps = j.value("warmup_steps", o.warmup_steps);
+  o.lr_schedule = j.value("lr_schedule", o.lr_schedule);
+  o.grad_clip = j.value("grad_clip", o.grad_clip);
+  o.eval_every = j.value("eval_every", o.eval_every);
+  o.patience = j.value("patience", o.patience);
+  o.metric = j.value("metric", o.metric);
+  o.eval_users = j.value("eval_users", o.eval_users);
+  o.seed = j.value("seed", o.seed);
+  return o;
+}
+
+void TigerOptions::validate() const {
+  auto bad = [](const std::string& key, const std::string& why) { throw InvalidInput("tiger: model." + key + " " + why); };
+  if (d_model < 1) bad("d_model", "must be >= 1");
+  if (n_heads < 1) bad("n_heads", "must be >= 1");
+  if (d_kv < 1) bad("d_kv", "must be >= 1");
+  if (d_ff < 1) bad("d_ff", "must be >= 1");
+  if (enc_layers < 1) bad("enc_layers", "must be >= 1");
+  if (dec_layers < 1) bad("dec_layers", "must be >= 1");
+  if (!(dropout >= 0 && dropout < 1)) bad("dropout", "must be in [0, 1)");
+  if (max_items < 1) bad("max_items", "must be >= 1");
+  if (user_buckets < 0) bad("user_buckets", "must be >= 0");
+  if (beam < 1) bad("beam", "must be >= 1");
+  if (epochs < 0) bad("epochs", "must be >= 0");
+  if (batch_size < 1) bad("batch_size", "must be >= 1");
+  if (!(lr > 0)) bad("lr", "must be > 0");
+  if (lr_schedule != "constant" && lr_schedule != "cosine") bad("lr_schedule", "must be constant or cosine");
+  if (eval_every < 1) bad("eval_every", "must be >= 1");
+  if (patience < 1) bad("patience", "must be >= 1");
+  if (eval_users < 0) bad("eval_users", "must be >= 0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network
+
+namespace {
+
+constexpr float kNotReturned = -1e30f;
+
+// Multi-head attention with n_heads heads of width d_kv; keys/values can be projected once and
+// reused (cross-attention over the encoder output, the decoder's self-attention cache).
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int64_t d_model, int64_t heads, int64_t d_kv) : heads(heads), d_kv(d_kv) {
+    q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(d_model, heads * d_kv).bias(false)));
+    k = register_module("k", torch::nn::Linear(torch::nn::LinearOptions(d_model, heads * d_kv).bias(false)));
+    v = register_module("v", torch::nn::Linear(torch::nn::LinearOptions(d_model, heads * d_kv).bias(false)));
+    o = register_module("o", torch::nn::Linear(torch::nn::LinearOptions(heads * d_kv, d_model).bias(false)));
+  }
+  torch::Tensor split(const torch::Tensor& x) const {  // [B, T, H d] -> [B, H, T, d]
+    return x.view({x.size(0), x.size(1), heads, d_kv}).transpose(1, 2);
+  }
+  std::pair<torch::Tensor, torch::Tensor> project_kv(const torch::Tensor& x) { return {split(k(x)), split(v(x))}; }
+  // x [B, Tq, D] attends to keys/values [B, H, Tk, d]; keep [B or 1, 1, Tq or 1, Tk] bool or undefined.
+  torch::Tensor attend(const torch::Tensor& x, const torch::Tensor& keys, const torch::Tensor& values,
+                       const torch::Tensor& keep) {
+    torch::Tensor qh = split(q(x));                                                       // [B, H, Tq, d]
+    torch::Tensor s = torch::matmul(qh, keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(d_kv));
+    if (keep.defined()) s = s.masked_fill(keep.logical_not(), -1e9);
+    torch::Tensor a = torch::softmax(s, -1);
+    torch::Tensor out = torch::matmul(a, values).transpose(1, 2).reshape({x.size(0), x.size(1), heads * d_kv});
+    return o(out);
+  }
+  int64_t heads, d_kv;
+  torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
+};
+TORCH_MODULE(Attention);
+
+struct FeedForwardImpl : torch::nn::Module {
+  FeedForwardImpl(int64_t d_model, int64_t d_ff, double dropout) {
+    in = register_module("in", torch::nn::Linear(d_model, d_ff));
+    out = register_module("out", torch::nn::Linear(d_ff, d_model));
+    drop = register_module("drop", torch::nn::Dropout(dropout));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return out(drop(torch::relu(in(x)))); }
+  torch::nn::Linear in{nullptr}, out{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+torch::nn::LayerNorm layer_norm(int64_t d) { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(1e-6)); }
+
+struct EncoderBlockImpl : torch::nn::Module {
+  EncoderBlockImpl(const TigerOptions& o) {
+    n1 = register_module("n1", layer_norm(o.d_model));
+    n2 = register_module("n2", layer_norm(o.d_model));
+    attn = register_module("attn", Attention(o.d_model, o.n_heads, o.d_kv));
+    ff = register_module("ff", FeedForward(o.d_model, o.d_ff, o.dropout));
+    drop = register_module("drop", torch::nn::Dropout(o.dropout));
+  }
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& keep) {
+    torch::Tensor h = n1(x);
+    auto [k, v] = attn->project_kv(h);
+    x = x + drop(attn->attend(h, k, v, keep));
+    return x + drop(ff(n2(x)));
+  }
+  torch::nn::LayerNorm n1{nullptr}, n2{nullptr};
+  Attention attn{nullptr};
+  FeedForward ff{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(EncoderBlock);
+
+// Per decoder block: self-attention keys/values of the steps so far, cross keys/values.
+struct DecoderCache {
+  std::vector<torch::Tensor> self_k, self_v, cross_k, cross_v;
+  torch::Tensor enc_keep;  // [B, 1, 1, S]
+  void select(const torch::Tensor& rows) {  // keep/reorder rows (beams)
+    for (auto* list : {&self_k, &self_v, &cross_k, &cross_v})
+      for (auto& t : *list)
+        if (t.defined()) t = t.index_select(0, rows);
+    enc_keep = enc_keep.index_select(0, rows);
+  }
+};
+
+struct DecoderBlockImpl : torch::nn::Module {
+  DecoderBlockImpl(const TigerOptions& o) {
+    n1 = register_module("n1", layer_norm(o.d_model));
+    n2 = register_module("n2", layer_norm(o.d_model));
+    n3 = register_module("n3", layer_norm(o.d_model));
+    self_attn = register_module("self_attn", Attention(o.d_model, o.n_heads, o.d_kv));
+    cross_attn = register_module("cross_attn", Attention(o.d_model, o.n_heads, o.d_kv));
+    ff = register_module("ff", FeedForward(o.d_model, o.d_ff, o.dropout));
+    drop = register_module("drop", torch::nn::Dropout(o.dropout));
+  }
+  // Teacher forcing over all steps: x [B, T, D], causal self-attention.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& enc, const torch::Tensor& enc_keep) {
+    const int64_t T = x.size(1);
+    torch::Tensor causal = torch::ones({T, T}, torch::kBool).tril().view({1, 1, T, T});
+    torch::Tensor h = n1(x);
+    auto [k, v] = self_attn->project_kv(h);
+    x = x + drop(self_attn->attend(h, k, v, causal));
+    auto [ck, cv] = cross_attn->project_kv(enc);
+    x = x + drop(cross_attn->attend(n2(x), ck, cv, enc_keep));
+    return x + drop(ff(n3(x)));
+  }
+  // One step x [B, 1, D] with the block's cache (self keys/values appended).
+  torch::Tensor step(torch::Tensor x, torch::Tensor& self_k, torch::Tensor& self_v, const torch::Tensor& cross_k,
+                     const torch::Tensor& cross_v, const torch::Tensor& enc_keep) {
+    torch::Tensor h = n1(x);
+    auto [k, v] = self_attn->project_kv(h);
+    self_k = self_k.defined() ? torch::cat({self_k, k}, 2) : k;
+    self_v = self_v.defined() ? torch::cat({self_v, v}, 2) : v;
+    x = x + drop(self_attn->attend(h, self_k, self_v, torch::Tensor()));
+    x = x + drop(cross_attn->attend(n2(x), cross_k, cross_v, enc_keep));
+    return x + drop(ff(n3(x)));
+  }
+  torch::nn::LayerNorm n1{nullptr}, n2{nullptr}, n3{nullptr};
+  Attention self_attn{nullptr}, cross_attn{nullptr};
+  FeedForward ff{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(DecoderBlock);
+
+struct TigerNetImpl : torch::nn::Module {
+  TigerNetImpl(const TigerOptions& o) : levels(o.levels) {
+    int64_t total = 0;
+    for (int32_t k : o.codebook_sizes) {
+      offsets.push_back(1 + total);
+      total += k;
+    }
+    sizes.assign(o.codebook_sizes.begin(), o.codebook_sizes.end());
+    bos = 1 + total;
+    user0 = bos + 1;
+    tokens = register_module("tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(user0 + o.user_buckets, o.d_model).padding_idx(0)));
+    torch::nn::init::normal_(tokens->weight, 0.0, 1.0 / std::sqrt(static_cast<double>(o.d_model)));
+    {
+      torch::NoGradGuard ng;
+      tokens->weight[0].zero_();
+    }
+    enc_pos = register_module("enc_pos", torch::nn::Embedding(o.max_items * o.levels + 1, o.d_model));
+    dec_pos = register_module("dec_pos", torch::nn::Embedding(o.levels, o.d_model));
+    for (auto* e : {&enc_pos, &dec_pos}) torch::nn::init::normal_((*e)->weight, 0.0, 0.02);
+    enc = register_module("enc", torch::nn::ModuleList());
+    for (int64_t i = 0; i < o.enc_layers; ++i) enc->push_back(EncoderBlock(o));
+    dec = register_module("dec", torch::nn::ModuleList());
+    for (int64_t i = 0; i < o.dec_layers; ++i) dec->push_back(DecoderBlock(o));
+    enc_norm = register_module("enc_norm", layer_norm(o.d_model));
+    dec_norm = register_module("dec_norm", layer_norm(o.d_model));
+    drop = register_module("drop", torch::nn::Dropout(o.dropout));
+  }
+  // tokens [B, S] (0 = padding, left-aligned) -> [B, S, D] and keep mask [B, 1, 1, S].
+  std::pair<torch::Tensor, torch::Tensor> encode(const torch::Tensor& ids) {
+    const int64_t S = ids.size(1);
+    torch::Tensor keep = (ids != 0).view({ids.size(0), 1, 1, S});
+    torch::Tensor x = drop(tokens(ids) + enc_pos(torch::arange(S, torch::kLong)).unsqueeze(0));
+    for (const auto& m : *enc) x = m->as<EncoderBlockImpl>()->forward(x, keep);
+    return {enc_norm(x), keep};
+  }
+  // Decoder input at step t: BOS (t = 0) or the token of level t - 1's code.
+  torch::Tensor decoder_input(const torch::Tensor& ids, int64_t first_step) {
+    torch::Tensor pos = torch::arange(first_step, first_step + ids.size(1), torch::kLong);
+    return drop(tokens(ids) + dec_pos(pos).unsqueeze(0));
+  }
+  // Log-probabilities over level l's codebook from decoder states h [..., D].
+  torch::Tensor level_log_probs(const torch::Tensor& h, int64_t l) {
+    torch::Tensor table = tokens->weight.narrow(0, offsets[static_cast<size_t>(l)], sizes[static_cast<size_t>(l)]);
+    return torch::log_softmax(torch::matmul(h, table.t()), -1);
+  }
+  int64_t levels;
+  std::vector<int64_t> offsets, sizes;
+  int64_t bos = 0, user0 = 0;
+  torch::nn::Embedding tokens{nullptr}, enc_pos{nullptr}, dec_pos{nullptr};
+  torch::nn::ModuleList enc{nullptr}, dec{nullptr};
+  torch::nn::LayerNorm enc_norm{nullptr}, dec_norm{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(TigerNet);
+
+struct TigerMeta {
+  int64_t epoch = 0, step = 0, best_epoch = 0, bad_evals = 0;
+  double best_metric = -1, elapsed_seconds = 0, best_elapsed_seconds = 0;
+  bool stopped = false;
+  nlohmann::json to_json() const {
+    return {{"epoch", epoch}, {"step", step}, {"best_epoch", best_epoch}, {"bad_evals", bad_evals},
+            {"best_metric", best_metric}, {"elapsed_seconds", elapsed_seconds},
+            {"best_elapsed_seconds", best_elapsed_seconds}, {"stopped", stopped}};
+  }
+  static TigerMeta from_json(const nlohmann::json& j) {
+    TigerMeta m;
+    m.epoch = j.at("epoch");
+    m.step = j.at("step");
+    m.best_epoch = j.at("best_epoch");
+    m.bad_evals = j.at("bad_evals");
+    m.best_metric = j.at("best_metric");
+    m.elapsed_seconds = j.at("elapsed_seconds");
+    m.best_elapsed_seconds = j.at("best_elapsed_seconds");
+    m.stopped = j.at("stopped");
+    return m;
+  }
+};
+
+uint64_t hash_user(int32_t user) {
+  uint64_t x = static_cast<uint64_t>(user) + 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+struct TigerRecommender::State {
+  TigerNet net{nullptr};
+  SemanticIds sid;
+  std::unique_ptr<CodeTrie> trie;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  TigerMeta meta;
+  std::vector<torch::Tensor> best;
+
+  // Encoder tokens of histories: [user token] + codes of the last max_items items, left-aligned.
+  torch::Tensor encoder_tokens(const std::vector<History>& batch, const TigerOptions& o) const {
+    const int64_t L = sid.levels;
+    const int64_t width = o.max_items * L + (o.user_buckets > 0 ? 1 : 0);
+    std::vector<int64_t> ids(batch.size() * static_cast<size_t>(width), 0);
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const History& h = batch[b];
+      int64_t* row = ids.data() + b * static_cast<size_t>(width);
+      int64_t p = 0;
+      if (o.user_buckets > 0) row[p++] = net->user0 + static_cast<int64_t>(hash_user(h.user) % static_cast<uint64_t>(o.user_buckets));
+      const int64_t begin = std::max<int64_t>(0, h.size - o.max_items);
+      for (int64_t i = begin; i < h.size; ++i) {
+        const int32_t* c = sid.item_codes(h.items[i]);
+        for (int64_t l = 0; l < L; ++l) row[p++] = net->offsets[static_cast<size_t>(l)] + c[l];
+      }
+    }
+    return torch::tensor(ids, torch::kLong).view({static_cast<int64_t>(batch.size()), width});
+  }
+  // Decoder inputs [N, L] (BOS, codes of levels 0..L-2) and targets [N, L] (codes) of items.
+  std::pair<torch::Tensor, torch::Tensor> decoder_io(const std::vector<int32_t>& items) const {
+    const int64_t L = sid.levels, N = static_cast<int64_t>(items.size());
+    std::vector<int64_t> in(static_cast<size_t>(N * L)), out(static_cast<size_t>(N * L));
+    for (int64_t n = 0; n < N; ++n) {
+      const int32_t* c = sid.item_codes(items[static_cast<size_t>(n)]);
+      for (int64_t l = 0; l < L; ++l) {
+        in[static_cast<size_t>(n * L + l)] = l == 0 ? net->bos : net->offsets[static_cast<size_t>(l - 1)] + c[l - 1];
+        out[static_cast<size_t>(n * L + l)] = c[l];
+      }
+    }
+    return {torch::tensor(in, torch::kLong).view({N, L}), torch::tensor(out, torch::kLong).view({N, L})};
+  }
+  // Teacher-forced decoder states [N, L, D].
+  torch::Tensor decode(const torch::Tensor& in, const torch::Tensor& enc, const torch::Tensor& keep) {
+    torch::Tensor x = net->decoder_input(in, 0);
+    for (const auto& m : *net->dec) x = m->as<DecoderBlockImpl>()->forward(x, enc, keep);
+    return net->dec_norm(x);
+  }
+};
+
+TigerRecommender::TigerRecommender(int32_t n_items, TigerOptions options, SemanticIds codes)
+    : n_items_(n_items), options_(std::move(options)), state_(std::make_unique<State>()) {
+  if (codes.n_items != n_items)
+    throw InvalidInput("tiger: the semantic IDs cover " + std::to_string(codes.n_items) + " items, the dataset has " +
+                       std::to_string(n_items));
+  if (codes.levels < 1) throw InvalidInput("tiger: the semantic IDs have no levels");
+  options_.levels = codes.levels;
+  options_.codebook_sizes = codes.codebook_sizes;
+  options_.validate();
+  torch::manual_seed(static_cast<uint64_t>(options_.seed));
+  // Without codes (a model rebuilt from a checkpoint's options) load() supplies them.
+  if (!codes.codes.empty()) {
+    codes.validate();
+    state_->trie = std::make_unique<CodeTrie>(codes);
+  }
+  state_->sid = std::move(codes);
+  state_->net = TigerNet(options_);
+}
+
+TigerRecommender::~TigerRecommender() = default;
+
+const SemanticIds& TigerRecommender::codes() const { return state_->sid; }
+
+std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>& batch, int64_t beam) {
+  if (beam < 1) throw InvalidInput("tiger: beam must be >= 1");
+  torch::NoGradGuard ng;
+  auto& st = *state_;
+  auto& net = st.net;
+  const bool was_training = net->is_training();
+  net->eval();
+  const int64_t B = static_cast<int64_t>(batch.size()), L = st.sid.levels;
+  const CodeTrie& trie = *st.trie;
+  auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
+  DecoderCache cache;
+  const size_t n_dec = net->dec->size();
+  cache.self_k.resize(n_dec);
+  cache.self_v.resize(n_dec);
+  for (size_t i = 0; i < n_dec; ++i) {
+    auto [k, v] = (*net->dec)[i]->as<DecoderBlockImpl>()->cross_attn->project_kv(enc);
+    cache.cross_k.push_back(k);
+    cache.cross_v.push_back(v);
+  }
+  cache.enc_keep = keep;
+  // Beams: per row (user b, beam w) the trie node, the score and the last code.
+  std::vector<int64_t> beam_user(static_cast<size_t>(B)), beam_node(static_cast<size_t>(B), trie.root());
+  std::vector<float> beam_score(static_cast<size_t>(B), 0.0f);
+  std::vector<int64_t> next_token(static_cast<size_t>(B), net->bos);
+  for (int64_t b = 0; b < B; ++b) beam_user[static_cast<size_t>(b)] = b;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t R = static_cast<int64_t>(beam_node.size());
+    torch::Tensor x = net->decoder_input(torch::tensor(next_token, torch::kLong).view({R, 1}), l);
+    for (size_t i = 0; i < n_dec; ++i)
+      x = (*net->dec)[i]->as<DecoderBlockImpl>()->step(x, cache.self_k[i], cache.self_v[i], cache.cross_k[i],
+                                                        cache.cross_v[i], cache.enc_keep);
+    torch::Tensor lp = net->level_log_probs(net->dec_norm(x).squeeze(1), l).contiguous();  // [R, K_l]
+    const int64_t K = lp.size(1);
+    const float* lpp = lp.data_ptr<float>();
+    // Candidates per user: (score, row, code) over valid children only.
+    struct Cand {
+      float score;
+      int64_t row;
+      int32_t code;
+    };
+    std::vector<std::vector<Cand>> per_user(static_cast<size_t>(B));
+    for (int64_t r = 0; r < R; ++r) {
+      const auto& codes = trie.child_codes(static_cast<int32_t>(beam_node[static_cast<size_t>(r)]));
+      for (int32_t c : codes)
+        per_user[static_cast<size_t>(beam_user[static_cast<size_t>(r)])].push_back(
+            Cand{beam_score[static_cast<size_t>(r)] + lpp[r * K + c], r, c});
+    }
+    std::vector<int64_t> rows, users, nodes, tokens;
+    std::vector<float> scores;
+    for (int64_t b = 0; b < B; ++b) {
+      auto& cands = per_user[static_cast<size_t>(b)];
+      const size_t keep_n = std::min<size_t>(cands.size(), static_cast<size_t>(beam));
+      // Best first; ties to the earlier row, then the lower code (deterministic).
+      std::partial_sort(cands.begin(), cands.begin() + static_cast<long>(keep_n), cands.end(), [](const Cand& a, const Cand& c) {
+        if (a.score != c.score) return a.score > c.score;
+        if (a.row != c.row) return a.row < c.row;
+        return a.code < c.code;
+      });
+      for (size_t i = 0; i < keep_n; ++i) {
+        const Cand& cd = cands[i];
+        rows.push_back(cd.row);
+        users.push_back(b);
+        nodes.push_back(trie.child(static_cast<int32_t>(beam_node[static_cast<size_t>(cd.row)]), cd.code));
+        tokens.push_back(net->offsets[static_cast<size_t>(l)] + cd.code);
+        scores.push_back(cd.score);
+      }
+    }
+    cache.select(torch::tensor(rows, torch::kLong));
+    beam_user = std::move(users);
+    beam_node = std::move(nodes);
+    beam_score = std::move(scores);
+    next_token = std::move(tokens);
+  }
+  std::vector<BeamResult> out(static_cast<size_t>(B));
+  for (size_t r = 0; r < beam_node.size(); ++r) {
+    BeamResult& br = out[static_cast<size_t>(beam_user[r])];
+    br.items.push_back(trie.item(static_cast<int32_t>(beam_node[r])));
+    br.scores.push_back(beam_score[r]);
+  }
+  if (was_training) net->train();
+  return out;
+}
+
+torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>& batch) {
+  torch::NoGradGuard ng;
+  auto& st = *state_;
+  auto& net = st.net;
+  const bool was_training = net->is_training();
+  net->eval();
+  std::vector<int32_t> all(static_cast<size_t>(n_items_));
+  for (int32_t i = 0; i < n_items_; ++i) all[static_cast<size_t>(i)] = i + 1;
+  auto [in, target] = st.decoder_io(all);  // [N, L]
+  const int64_t B = static_cast<int64_t>(batch.size()), N = n_items_, L = st.sid.levels;
+  auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
+  torch::Tensor out = torch::full({B, N + 1}, -std::numeric_limits<float>::infinity());
+  for (int64_t b = 0; b < B; ++b) {
+    torch::Tensor e = enc[b].unsqueeze(0).expand({N, enc.size(1), enc.size(2)});
+    torch::Tensor k = keep[b].unsqueeze(0).expand({N, 1, 1, keep.size(3)});
+    torch::Tensor h = st.decode(in, e, k);  // [N, L, D]
+    torch::Tensor total = torch::zeros({N});
+    for (int64_t l = 0; l < L; ++l)
+      total += net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
+    out[b].narrow(0, 1, N).copy_(total);
+  }
+  if (was_training) net->train();
+  return out;
+}
+
+torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
+  std::vector<History> hs = batch;
+  torch::Tensor out = torch::full({static_cast<int64_t>(hs.size()), n_items_ + 1}, kNotReturned);
+  std::vector<BeamResult> res = beam_search(hs, options_.beam);
+  auto a = out.accessor<float, 2>();
+  for (size_t b = 0; b < res.size(); ++b)
+    for (size_t i = 0; i < res[b].items.size(); ++i) a[static_cast<int64_t>(b)][res[b].items[i]] = res[b].scores[i];
+  return out;
+}
+
+void TigerRecommender::fit(const TrainContext& ctx) {
+  const Dataset& ds = ctx.ds;
+  const Split& split = ctx.split;
+  auto& st = *state_;
+  auto& net = st.net;
+  const auto& o = options_;
+  if (st.meta.stopped || st.meta.epoch >= o.epochs) {
+    if (!st.best.empty()) {
+      torch::NoGradGuard ng;
+      auto params = net->parameters();
+      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
+    }
+    return;
+  }
+  if (!st.optimizer)
+    st.optimizer = std::make_unique<torch::optim::AdamW>(net->parameters(),
+                                                         torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  // Examples: every training event after the first, with the events before it as history.
+  struct Example {
+    int32_t user;
+    int64_t end;  // target = events[end]; history = events[.. end)
+  };
+  std::vector<Example> examples;
+  for (int32_t u = 1; u <= ds.n_users(); ++u)
+    for (int64_t t = 1; t < split.train_end[static_cast<size_t>(u)]; ++t) examples.push_back(Example{u, t});
+  if (examples.empty()) throw InvalidInput("tiger: no user has two or more training events");
+  const int64_t steps_per_epoch = (static_cast<int64_t>(examples.size()) + o.batch_size - 1) / o.batch_size;
+  const int64_t total_steps = steps_per_epoch * o.epochs;
+  EvalOptions eval_opt = ctx.eval ? *ctx.eval : EvalOptions{};
+  if (std::find(eval_opt.ks.begin(), eval_opt.ks.end(), 10) == eval_opt.ks.end()) eval_opt.ks.push_back(10);
+  if (o.eval_users > 0) eval_opt.max_users = o.eval_users;
+  int64_t n_params = 0;
+  for (auto& p : net->parameters()) n_params += p.numel();
+  GENREC_LOG_INFO("tiger: %zu training examples, %lld batches/epoch, %lld parameters, %d levels", examples.size(),
+                  static_cast<long long>(steps_per_epoch), static_cast<long long>(n_params), st.sid.levels);
+
+  while (st.meta.epoch < o.epochs && !st.meta.stopped) {
+    const int64_t epoch = st.meta.epoch + 1;
+    torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
+    std::mt19937_64 rng(static_cast<uint64_t>(o.seed) * 7919ULL + static_cast<uint64_t>(epoch));
+    std::vector<Example> order = examples;
+    std::shuffle(order.begin(), order.end(), rng);
+    net->train();
+    auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    int64_t n_seen = 0;
+    ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(order.size()), "examples",
+                            ctx.progress);
+    for (size_t lo = 0; lo < order.size(); lo += static_cast<size_t>(o.batch_size)) {
+      const size_t hi = std::min(order.size(), lo + static_cast<size_t>(o.batch_size));
+      std::vector<History> hs;
+      std::vector<int32_t> targets;
+      for (size_t i = lo; i < hi; ++i) {
+        UserEvents ev = ds.user(order[i].user);
+        hs.push_back(History{order[i].user, ev.items, nullptr, order[i].end});
+        targets.push_back(ev.items[order[i].end]);
+      }
+      auto [enc, keep] = net->encode(st.encoder_tokens(hs, o));
+      auto [in, target] = st.decoder_io(targets);
+      torch::Tensor h = st.decode(in, enc, keep);  // [N, L, D]
+      torch::Tensor loss = torch::zeros({});
+      for (int64_t l = 0; l < st.sid.levels; ++l)
+        loss = loss + torch::nll_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l));
+      loss = loss / static_cast<double>(st.sid.levels);
+      double lr = o.lr;
+      const int64_t step = st.meta.step + 1;
+      if (o.warmup_steps > 0 && step <= o.warmup_steps) lr = o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
+      else if (o.lr_schedule == "cosine")
+        lr = 0.5 * o.lr * (1 + std::cos(M_PI * static_cast<double>(step - o.warmup_steps) /
+                                         static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps))));
+      for (auto& g : st.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      st.optimizer->zero_grad();
+      loss.backward();
+      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), o.grad_clip);
+      st.optimizer->step();
+      {
+        torch::NoGradGuard ng;
+        net->tokens->weight[0].zero_();
+      }
+      st.meta.step = step;
+      const double lv = loss.item<double>();
+      if (!std::isfinite(lv)) throw Error("tiger: training diverged: loss is " + std::to_string(lv) + " at epoch " + std::to_string(epoch));
+      loss_sum += lv * static_cast<double>(hi - lo);
+      n_seen += static_cast<int64_t>(hi - lo);
+      tracker.advance(static_cast<int64_t>(hi - lo));
+    }
+    tracker.finish();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    st.meta.epoch = epoch;
+    st.meta.elapsed_seconds += secs;
+    if (epoch % o.eval_every == 0 || epoch == o.epochs) {
+      EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
+      st.meta.elapsed_seconds += r.seconds;
+      auto m = r.metrics.find(o.metric);
+      if (m == r.metrics.end()) throw InvalidInput("tiger: model.metric '" + o.metric + "' is not among the evaluated metrics");
+      const bool best = m->second > st.meta.best_metric;
+      if (best) {
+        st.meta.best_metric = m->second;
+        st.meta.best_epoch = epoch;
+        st.meta.bad_evals = 0;
+        st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
+        st.best.clear();
+        for (auto& p : net->parameters()) st.best.push_back(p.detach().clone());
+      } else if (++st.meta.bad_evals >= o.patience) {
+        st.meta.stopped = true;
+      }
+      nlohmann::json line = {{"epoch", epoch},
+                             {"step", st.meta.step},
+                             {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_seen))},
+                             {"epoch_seconds", secs},
+                             {"examples_per_second", static_cast<double>(n_seen) / secs},
+                             {"valid", r.metrics},
+                             {"valid_seconds", r.seconds},
+                             {"elapsed_seconds", st.meta.elapsed_seconds},
+                             {"best_epoch", st.meta.best_epoch},
+                             {"best", best}};
+      GENREC_LOG_INFO("epoch %lld: loss %.4f, valid %s %.4f%s", static_cast<long long>(epoch), line["loss"].get<double>(),
+                      o.metric.c_str(), m->second, best ? " (best)" : "");
+      if (ctx.on_validation) ctx.on_validation(*this, line, best);
+    }
+  }
+  if (!st.best.empty()) {
+    torch::NoGradGuard ng;
+    auto params = net->parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
+  }
+}
+
+void TigerRecommender::save(torch::serialize::OutputArchive& archive) const {
+  auto& st = *state_;
+  for (const auto& p : st.net->named_parameters()) archive.write("model/param/" + p.key(), p.value());
+  const auto& s = st.sid;
+  archive.write("model/sid/codes", torch::tensor(s.codes, torch::kInt));
+  archive.write("model/sid/codebook_sizes", torch::tensor(s.codebook_sizes, torch::kInt));
+  archive.write("model/sid/disambiguation_level", c10::IValue(s.disambiguation_level));
+  archive.write("train/meta", c10::IValue(st.meta.to_json().dump()));
+  if (st.optimizer) {
+    torch::serialize::OutputArchive opt;
+    st.optimizer->save(opt);
+    archive.write("train/optimizer", opt);
+  }
+  for (size_t i = 0; i < st.best.size(); ++i) archive.write("train/best/" + std::to_string(i), st.best[i]);
+}
+
+void TigerRecommender::load(torch::serialize::InputArchive& archive) {
+  auto& st = *state_;
+  torch::NoGradGuard ng;
+  torch::Tensor codes, sizes;
+  archive.read("model/sid/codes", codes);
+  archive.read("model/sid/codebook_sizes", sizes);
+  c10::IValue v;
+  SemanticIds s;
+  s.n_items = n_items_;
+  s.levels = static_cast<int32_t>(sizes.numel());
+  s.codebook_sizes.assign(sizes.data_ptr<int32_t>(), sizes.data_ptr<int32_t>() + sizes.numel());
+  s.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
+  if (archive.try_read("model/sid/disambiguation_level", v)) s.disambiguation_level = v.toBool();
+  if (s.levels != options_.levels || s.codebook_sizes != options_.codebook_sizes)
+    throw InvalidInput("tiger checkpoint: semantic IDs disagree with the model options");
+  s.validate();
+  st.sid = std::move(s);
+  st.trie = std::make_unique<CodeTrie>(st.sid);
+  for (auto& p : st.net->named_parameters()) {
+    torch::Tensor t;
+    archive.read("model/param/" + p.key(), t);
+    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
+    p.value().copy_(t);
+  }
+  if (archive.try_read("train/meta", v)) st.meta = TigerMeta::from_json(nlohmann::json::parse(v.toStringRef()));
+  torch::serialize::InputArchive opt;
+  if (archive.try_read("train/optimizer", opt)) {
+    st.optimizer = std::make_unique<torch::optim::AdamW>(
+        st.net->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
+    st.optimizer->load(opt);
+  }
+  st.best.clear();
+  for (size_t i = 0;; ++i) {
+    torch::Tensor t;
+    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
+    st.best.push_back(t);
+  }
+}
+
+}  // namespace genrec

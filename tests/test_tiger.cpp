@@ -1,0 +1,153 @@
+// TIGER: trie-constrained beam search (with the decoder KV cache) against exhaustive scoring of
+// every item's code sequence, validity and distinctness of results, training and checkpoints.
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <random>
+#include <set>
+
+#include "genrec/core/error.h"
+#include "genrec/data/generator.h"
+#include "genrec/models/tiger.h"
+#include "genrec/train/runner.h"
+#include "test_util.h"
+
+using namespace genrec;
+using genrec::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// n items with `levels` random codes each, collisions resolved by an extra level.
+SemanticIds random_sid(int32_t n, std::vector<int32_t> sizes, uint64_t seed) {
+  SemanticIds s;
+  s.n_items = n;
+  s.levels = static_cast<int32_t>(sizes.size());
+  s.codebook_sizes = sizes;
+  s.codes.assign(static_cast<size_t>(n + 1) * sizes.size(), 0);
+  std::mt19937_64 rng(seed);
+  for (int32_t i = 1; i <= n; ++i)
+    for (size_t l = 0; l < sizes.size(); ++l)
+      s.codes[static_cast<size_t>(i) * sizes.size() + l] = static_cast<int32_t>(rng() % static_cast<uint64_t>(sizes[l]));
+  resolve_collisions(s, true);
+  return s;
+}
+
+TigerOptions tiny_options() {
+  TigerOptions o;
+  o.d_model = 16;
+  o.n_heads = 2;
+  o.d_kv = 8;
+  o.d_ff = 32;
+  o.enc_layers = 1;
+  o.dec_layers = 2;
+  o.dropout = 0.1;
+  o.max_items = 5;
+  o.user_buckets = 7;
+  o.seed = 3;
+  return o;
+}
+
+std::vector<History> histories(const std::vector<std::vector<int32_t>>& items) {
+  std::vector<History> out;
+  for (size_t b = 0; b < items.size(); ++b)
+    out.push_back(History{static_cast<int32_t>(b + 1), items[b].data(), nullptr, static_cast<int64_t>(items[b].size())});
+  return out;
+}
+
+}  // namespace
+
+TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
+  SemanticIds sid = random_sid(30, {4, 3, 3}, 1);
+  TigerRecommender model(30, tiny_options(), sid);
+  std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {7}, {30, 29, 28, 27, 26, 25, 24}};
+  std::vector<History> hs = histories(items);
+  torch::Tensor exact = model.exhaustive_log_probs(hs);  // [B, 31]
+  // A beam at least as wide as any trie level is exact.
+  std::vector<BeamResult> res = model.beam_search(hs, 40);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    ASSERT_EQ(res[b].items.size(), 30u);
+    torch::Tensor row = exact[static_cast<int64_t>(b)].narrow(0, 1, 30);
+    torch::Tensor order = std::get<1>(row.sort(0, true));
+    for (int64_t r = 0; r < 30; ++r) {
+      const int32_t item = res[b].items[static_cast<size_t>(r)];
+      EXPECT_NEAR(res[b].scores[static_cast<size_t>(r)], exact[static_cast<int64_t>(b)][item].item<float>(), 1e-4);
+      // Same ranking (up to exact ties).
+      const int32_t want = static_cast<int32_t>(order[r].item<int64_t>()) + 1;
+      if (want != item)
+        EXPECT_NEAR(exact[static_cast<int64_t>(b)][want].item<float>(), exact[static_cast<int64_t>(b)][item].item<float>(), 1e-5);
+    }
+  }
+}
+
+TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
+  SemanticIds sid = random_sid(200, {8, 8, 4}, 2);
+  TigerRecommender model(200, tiny_options(), sid);
+  std::vector<std::vector<int32_t>> items = {{5, 6}, {}, {199, 1, 77, 150, 3, 3, 9}};
+  std::vector<History> hs = histories(items);
+  torch::Tensor exact = model.exhaustive_log_probs(hs);
+  for (int64_t beam : {1, 5, 20}) {
+    std::vector<BeamResult> res = model.beam_search(hs, beam);
+    for (size_t b = 0; b < hs.size(); ++b) {
+      ASSERT_EQ(static_cast<int64_t>(res[b].items.size()), beam);
+      std::set<int32_t> seen;
+      for (size_t r = 0; r < res[b].items.size(); ++r) {
+        const int32_t item = res[b].items[r];
+        ASSERT_GE(item, 1);
+        ASSERT_LE(item, 200);
+        EXPECT_TRUE(seen.insert(item).second) << "duplicate item " << item;
+        EXPECT_NEAR(res[b].scores[r], exact[static_cast<int64_t>(b)][item].item<float>(), 1e-4);
+        if (r > 0) EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+      }
+    }
+  }
+  // score(): the beam's items keep their scores, every other item is far below.
+  torch::Tensor s = model.score(hs);
+  ASSERT_EQ(s.sizes(), (std::vector<int64_t>{3, 201}));
+  EXPECT_EQ((s[0] > -1e29).sum().item<int64_t>(), 20);
+}
+
+TEST(Tiger, TrainsSavesAndLoads) {
+  TempDir tmp;
+  GeneratorOptions g;
+  g.n_users = 80;
+  g.n_items = 40;
+  g.mean_len = 8;
+  g.max_len = 12;
+  save_dataset(generate_dataset(g), tmp / "data");
+  write_semantic_ids_bin(tmp / "codes.bin", random_sid(40, {4, 4}, 5));
+  TrainRequest req;
+  req.config_text = "[model]\ntype = \"tiger\"\nsid = \"" + (tmp / "codes.bin").string() + R"("
+d_model = 16
+n_heads = 2
+d_kv = 8
+d_ff = 32
+enc_layers = 1
+dec_layers = 1
+max_items = 5
+beam = 10
+[train]
+epochs = 2
+batch_size = 64
+eval_every = 1
+threads = 1
+)";
+  req.data = tmp / "data";
+  req.out = tmp / "run";
+  TrainResult r = train_run(req);
+  EXPECT_GE(r.test.metrics.at("recall@10"), 0.0);
+  // The checkpoint carries the semantic IDs: it loads without the codes file.
+  fs::remove(tmp / "codes.bin");
+  LoadedCheckpoint c = load_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt");
+  ASSERT_EQ(c.model->type(), "tiger");
+  EvalResult again = eval_run(tmp / "run", SplitPart::Test);
+  EXPECT_EQ(again.metrics, r.test.metrics);
+}
+
+TEST(Tiger, BadOptionsAndMismatchedCodes) {
+  TigerOptions o = tiny_options();
+  o.beam = 0;
+  EXPECT_THROW(TigerRecommender(30, o, random_sid(30, {4, 3}, 1)), InvalidInput);
+  EXPECT_THROW(TigerRecommender(31, tiny_options(), random_sid(30, {4, 3}, 1)), InvalidInput);
+}
