@@ -148,15 +148,15 @@ struct EncoderBlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(EncoderBlock);
 
-// Per decoder block: self-attention keys/values of the steps so far, cross keys/values.
+// Per decoder block: self-attention keys/values of the steps so far (one row per beam) and the
+// cross-attention keys/values of the encoder output (one row per user, shared by its beams).
 struct DecoderCache {
   std::vector<torch::Tensor> self_k, self_v, cross_k, cross_v;
   torch::Tensor enc_keep;  // [B, 1, 1, S]
-  void select(const torch::Tensor& rows) {  // keep/reorder rows (beams)
-    for (auto* list : {&self_k, &self_v, &cross_k, &cross_v})
+  void select(const torch::Tensor& rows) {  // reorder the beams' self-attention caches
+    for (auto* list : {&self_k, &self_v})
       for (auto& t : *list)
         if (t.defined()) t = t.index_select(0, rows);
-    enc_keep = enc_keep.index_select(0, rows);
   }
 };
 
@@ -170,7 +170,7 @@ struct DecoderBlockImpl : torch::nn::Module {
     ff = register_module("ff", FeedForward(o.d_model, o.d_ff, o.dropout));
     drop = register_module("drop", torch::nn::Dropout(o.dropout));
   }
-  // Teacher forcing over all steps: x [B, T, D], causal self-attention.
+  // Teacher forcing over all steps: x [B, T, D], causal self-attention; enc [B or 1, S, D].
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& enc, const torch::Tensor& enc_keep) {
     const int64_t T = x.size(1);
     torch::Tensor causal = torch::ones({T, T}, torch::kBool).tril().view({1, 1, T, T});
@@ -178,18 +178,25 @@ struct DecoderBlockImpl : torch::nn::Module {
     auto [k, v] = self_attn->project_kv(h);
     x = x + drop(self_attn->attend(h, k, v, causal));
     auto [ck, cv] = cross_attn->project_kv(enc);
-    x = x + drop(cross_attn->attend(n2(x), ck, cv, enc_keep));
+    torch::Tensor q = n2(x);
+    if (enc.size(0) == 1 && x.size(0) > 1)  // one encoder output shared by every row
+      x = x + drop(cross_attn->attend(q.reshape({1, -1, q.size(2)}), ck, cv, enc_keep).view(x.sizes()));
+    else
+      x = x + drop(cross_attn->attend(q, ck, cv, enc_keep));
     return x + drop(ff(n3(x)));
   }
-  // One step x [B, 1, D] with the block's cache (self keys/values appended).
-  torch::Tensor step(torch::Tensor x, torch::Tensor& self_k, torch::Tensor& self_v, const torch::Tensor& cross_k,
-                     const torch::Tensor& cross_v, const torch::Tensor& enc_keep) {
+  // One step for W beams of each of B users: x [B W, 1, D]; the beams' self keys/values are
+  // appended to the cache; cross keys/values [B, H, S, d] are shared by a user's beams.
+  torch::Tensor step(torch::Tensor x, int64_t B, int64_t W, torch::Tensor& self_k, torch::Tensor& self_v,
+                     const torch::Tensor& cross_k, const torch::Tensor& cross_v, const torch::Tensor& enc_keep) {
+    const int64_t D = x.size(2);
     torch::Tensor h = n1(x);
     auto [k, v] = self_attn->project_kv(h);
     self_k = self_k.defined() ? torch::cat({self_k, k}, 2) : k;
     self_v = self_v.defined() ? torch::cat({self_v, v}, 2) : v;
     x = x + drop(self_attn->attend(h, self_k, self_v, torch::Tensor()));
-    x = x + drop(cross_attn->attend(n2(x), cross_k, cross_v, enc_keep));
+    torch::Tensor c = cross_attn->attend(n2(x).view({B, W, D}), cross_k, cross_v, enc_keep);  // [B, W, D]
+    x = x + drop(c.view({B * W, 1, D}));
     return x + drop(ff(n3(x)));
   }
   torch::nn::LayerNorm n1{nullptr}, n2{nullptr}, n3{nullptr};
@@ -376,62 +383,67 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
     cache.cross_v.push_back(v);
   }
   cache.enc_keep = keep;
-  // Beams: per row (user b, beam w) the trie node, the score and the last code.
-  std::vector<int64_t> beam_user(static_cast<size_t>(B)), beam_node(static_cast<size_t>(B), trie.root());
-  std::vector<float> beam_score(static_cast<size_t>(B), 0.0f);
-  std::vector<int64_t> next_token(static_cast<size_t>(B), net->bos);
-  for (int64_t b = 0; b < B; ++b) beam_user[static_cast<size_t>(b)] = b;
+  // Beams: row b W + w is beam w of user b: its trie node (-1 = none), score and last token.
+  const int64_t W = beam;
+  std::vector<int64_t> beam_node(static_cast<size_t>(B * W), -1);
+  std::vector<float> beam_score(static_cast<size_t>(B * W), 0.0f);
+  std::vector<int64_t> next_token(static_cast<size_t>(B * W), net->bos);
+  for (int64_t b = 0; b < B; ++b) beam_node[static_cast<size_t>(b * W)] = trie.root();
+  struct Cand {
+    float score;
+    int64_t row;
+    int32_t code;
+  };
+  std::vector<Cand> cands;
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t R = static_cast<int64_t>(beam_node.size());
-    torch::Tensor x = net->decoder_input(torch::tensor(next_token, torch::kLong).view({R, 1}), l);
+    torch::Tensor x = net->decoder_input(torch::tensor(next_token, torch::kLong).view({B * W, 1}), l);
     for (size_t i = 0; i < n_dec; ++i)
-      x = (*net->dec)[i]->as<DecoderBlockImpl>()->step(x, cache.self_k[i], cache.self_v[i], cache.cross_k[i],
+      x = (*net->dec)[i]->as<DecoderBlockImpl>()->step(x, B, W, cache.self_k[i], cache.self_v[i], cache.cross_k[i],
                                                         cache.cross_v[i], cache.enc_keep);
-    torch::Tensor lp = net->level_log_probs(net->dec_norm(x).squeeze(1), l).contiguous();  // [R, K_l]
+    torch::Tensor lp = net->level_log_probs(net->dec_norm(x).squeeze(1), l).contiguous();  // [B W, K_l]
     const int64_t K = lp.size(1);
     const float* lpp = lp.data_ptr<float>();
-    // Candidates per user: (score, row, code) over valid children only.
-    struct Cand {
-      float score;
-      int64_t row;
-      int32_t code;
-    };
-    std::vector<std::vector<Cand>> per_user(static_cast<size_t>(B));
-    for (int64_t r = 0; r < R; ++r) {
-      const auto& codes = trie.child_codes(static_cast<int32_t>(beam_node[static_cast<size_t>(r)]));
-      for (int32_t c : codes)
-        per_user[static_cast<size_t>(beam_user[static_cast<size_t>(r)])].push_back(
-            Cand{beam_score[static_cast<size_t>(r)] + lpp[r * K + c], r, c});
-    }
-    std::vector<int64_t> rows, users, nodes, tokens;
-    std::vector<float> scores;
+    std::vector<int64_t> rows(static_cast<size_t>(B * W)), nodes(static_cast<size_t>(B * W), -1);
+    std::vector<int64_t> tokens(static_cast<size_t>(B * W), net->bos);
+    std::vector<float> scores(static_cast<size_t>(B * W), 0.0f);
     for (int64_t b = 0; b < B; ++b) {
-      auto& cands = per_user[static_cast<size_t>(b)];
-      const size_t keep_n = std::min<size_t>(cands.size(), static_cast<size_t>(beam));
+      // Candidates of user b: valid children of its live beams.
+      cands.clear();
+      for (int64_t r = b * W; r < (b + 1) * W; ++r) {
+        const int64_t node = beam_node[static_cast<size_t>(r)];
+        if (node < 0) continue;
+        for (int32_t c : trie.child_codes(static_cast<int32_t>(node)))
+          cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + lpp[r * K + c], r, c});
+      }
+      const size_t keep_n = std::min<size_t>(cands.size(), static_cast<size_t>(W));
       // Best first; ties to the earlier row, then the lower code (deterministic).
       std::partial_sort(cands.begin(), cands.begin() + static_cast<long>(keep_n), cands.end(), [](const Cand& a, const Cand& c) {
         if (a.score != c.score) return a.score > c.score;
         if (a.row != c.row) return a.row < c.row;
         return a.code < c.code;
       });
-      for (size_t i = 0; i < keep_n; ++i) {
-        const Cand& cd = cands[i];
-        rows.push_back(cd.row);
-        users.push_back(b);
-        nodes.push_back(trie.child(static_cast<int32_t>(beam_node[static_cast<size_t>(cd.row)]), cd.code));
-        tokens.push_back(net->offsets[static_cast<size_t>(l)] + cd.code);
-        scores.push_back(cd.score);
+      for (int64_t w = 0; w < W; ++w) {
+        const size_t r = static_cast<size_t>(b * W + w);
+        if (static_cast<size_t>(w) >= keep_n) {
+          rows[r] = b * W;  // an empty slot: any row of the user, never read
+          continue;
+        }
+        const Cand& cd = cands[static_cast<size_t>(w)];
+        rows[r] = cd.row;
+        nodes[r] = trie.child(static_cast<int32_t>(beam_node[static_cast<size_t>(cd.row)]), cd.code);
+        tokens[r] = net->offsets[static_cast<size_t>(l)] + cd.code;
+        scores[r] = cd.score;
       }
     }
     cache.select(torch::tensor(rows, torch::kLong));
-    beam_user = std::move(users);
     beam_node = std::move(nodes);
     beam_score = std::move(scores);
     next_token = std::move(tokens);
   }
   std::vector<BeamResult> out(static_cast<size_t>(B));
   for (size_t r = 0; r < beam_node.size(); ++r) {
-    BeamResult& br = out[static_cast<size_t>(beam_user[r])];
+    if (beam_node[r] < 0) continue;
+    BeamResult& br = out[r / static_cast<size_t>(W)];
     br.items.push_back(trie.item(static_cast<int32_t>(beam_node[r])));
     br.scores.push_back(beam_score[r]);
   }
@@ -452,9 +464,7 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
   auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
   torch::Tensor out = torch::full({B, N + 1}, -std::numeric_limits<float>::infinity());
   for (int64_t b = 0; b < B; ++b) {
-    torch::Tensor e = enc[b].unsqueeze(0).expand({N, enc.size(1), enc.size(2)});
-    torch::Tensor k = keep[b].unsqueeze(0).expand({N, 1, 1, keep.size(3)});
-    torch::Tensor h = st.decode(in, e, k);  // [N, L, D]
+    torch::Tensor h = st.decode(in, enc[b].unsqueeze(0), keep[b].unsqueeze(0));  // [N, L, D]
     torch::Tensor total = torch::zeros({N});
     for (int64_t l = 0; l < L; ++l)
       total += net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);

@@ -74,49 +74,75 @@ Tensor from_rows(const float* x, int64_t n, int64_t dim) {
   return torch::from_blob(const_cast<float*>(x), {n, dim}, torch::kFloat).clone();
 }
 
-// ||c||² - 2 x·c for rows of x against every entry of c: the squared distance less ||x||², enough
-// to rank entries for one row. [rows, K].
-Tensor shifted_distances(const Tensor& x, const Tensor& c, const Tensor& c_norm) {
-  return torch::addmm(c_norm.unsqueeze(0), x, c.t(), 1, -2);
+// Distance buffers reused across calls: fresh multi-megabyte tensors cost a page fault per 4 KiB
+// on every call (measured: more than the matrix product itself).
+struct DistBuffer {
+  Tensor dist;    // [rows, K] float
+  Tensor minval;  // [rows] float
+};
+
+// ||c||² - 2 x·c for rows of x against every entry of c, written into `out` ([rows, K]): the
+// squared distance less ||x||², enough to rank entries for one row.
+void shifted_distances(const Tensor& x, const Tensor& c, const Tensor& c_norm, Tensor& out) {
+  torch::addmm_out(out, c_norm.unsqueeze(0), x, c.t(), 1, -2);
+}
+
+Tensor& buffer(Tensor& t, int64_t rows, int64_t cols) {
+  if (!t.defined() || t.size(0) != rows || t.size(1) != cols) t = torch::empty({rows, cols}, torch::kFloat);
+  return t;
 }
 
 // Nearest entry per row (ties to the lower index), in fixed row blocks.
-Tensor nearest(const Tensor& x, const Tensor& c) {
-  const int64_t n = x.size(0);
+Tensor nearest(const Tensor& x, const Tensor& c, DistBuffer* buf = nullptr) {
+  const int64_t n = x.size(0), K = c.size(0);
+  DistBuffer local;
+  DistBuffer& b = buf ? *buf : local;
+  const int64_t rows = std::min(kChunkRows, n);
+  Tensor& dist = buffer(b.dist, rows, K);
+  if (!b.minval.defined() || b.minval.size(0) != rows) b.minval = torch::empty({rows}, torch::kFloat);
   Tensor c_norm = c.pow(2).sum(1);
   Tensor idx = torch::empty({n}, torch::kLong);
   for (int64_t s = 0; s < n; s += kChunkRows) {
     const int64_t len = std::min(kChunkRows, n - s);
-    Tensor d = shifted_distances(x.narrow(0, s, len), c, c_norm);
-    idx.narrow(0, s, len).copy_(std::get<1>(d.min(1)));
+    Tensor d = dist.narrow(0, 0, len);
+    shifted_distances(x.narrow(0, s, len), c, c_norm, d);
+    Tensor mv = b.minval.narrow(0, 0, len), mi = idx.narrow(0, s, len);
+    torch::min_out(mv, mi, d, 1);
   }
   return idx;
 }
 
 // Capacity-constrained assignment: every cluster gets floor(n/K) or ceil(n/K) points. Global
-// greedy on squared distance: (point, cluster) pairs are taken in increasing distance (ties by
-// point), skipping assigned points and full clusters; lazily, through a heap holding each
-// unassigned point's best cluster not yet refused. Each point starts with its nearest few
-// clusters; one that finds them all full gets its whole row sorted.
-Tensor balanced_assign(const Tensor& x, const Tensor& c) {
+// greedy on squared distance: (point, cluster) pairs are taken in increasing distance (ties: the
+// lower point, then the lower cluster), skipping assigned points and full clusters; lazily,
+// through a heap holding each unassigned point's best cluster not yet refused. A point's row is
+// sorted only as far as its refusals need.
+Tensor balanced_assign(const Tensor& x, const Tensor& c, DistBuffer& buf) {
   const int64_t n = x.size(0), K = c.size(0);
-  const int64_t m = std::min<int64_t>(K, 32);
-  Tensor d = shifted_distances(x, c, c.pow(2).sum(1)).contiguous();
+  Tensor& d = buffer(buf.dist, n, K);
+  Tensor c_norm = c.pow(2).sum(1);
+  for (int64_t s = 0; s < n; s += kChunkRows) {
+    const int64_t len = std::min(kChunkRows, n - s);
+    Tensor ds = d.narrow(0, s, len);
+    shifted_distances(x.narrow(0, s, len), c, c_norm, ds);
+  }
   Tensor x_norm = x.pow(2).sum(1).contiguous();
-  auto top = d.topk(m, 1, /*largest=*/false, /*sorted=*/true);
-  Tensor tv = std::get<0>(top).contiguous(), ti = std::get<1>(top).contiguous();
   const float* dv = d.data_ptr<float>();
   const float* xn = x_norm.data_ptr<float>();
-  const float* v = tv.data_ptr<float>();
-  const int64_t* ix = ti.data_ptr<int64_t>();
-  std::vector<std::vector<std::pair<float, int64_t>>> full(static_cast<size_t>(n));  // sorted rows, on demand
-  auto candidate = [&](int64_t p, int64_t k) -> std::pair<float, int64_t> {
-    if (k < m) return {v[p * m + k] + xn[p], ix[p * m + k]};
-    auto& row = full[static_cast<size_t>(p)];
+  using Cand = std::pair<float, int32_t>;  // (squared distance, cluster)
+  std::vector<std::vector<Cand>> rows(static_cast<size_t>(n));
+  std::vector<int32_t> sorted_upto(static_cast<size_t>(n), 0);
+  auto candidate = [&](int64_t p, int64_t k) -> Cand {
+    auto& row = rows[static_cast<size_t>(p)];
+    auto& upto = sorted_upto[static_cast<size_t>(p)];
     if (row.empty()) {
       row.reserve(static_cast<size_t>(K));
-      for (int64_t j = 0; j < K; ++j) row.emplace_back(dv[p * K + j] + xn[p], j);
-      std::stable_sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (int64_t j = 0; j < K; ++j) row.emplace_back(dv[p * K + j] + xn[p], static_cast<int32_t>(j));
+    }
+    if (k >= upto) {
+      const int64_t want = std::min<int64_t>(K, std::max<int64_t>(8, 2 * (k + 1)));
+      std::partial_sort(row.begin() + upto, row.begin() + want, row.end());
+      upto = static_cast<int32_t>(want);
     }
     return row[static_cast<size_t>(k)];
   };
@@ -128,18 +154,31 @@ Tensor balanced_assign(const Tensor& x, const Tensor& c) {
   using Entry = std::pair<float, int64_t>;  // (squared distance, point)
   std::vector<Entry> init;
   init.reserve(static_cast<size_t>(n));
-  for (int64_t p = 0; p < n; ++p) init.emplace_back(candidate(p, 0).first, p);
+  for (int64_t p = 0; p < n; ++p) {
+    // The nearest cluster without building the row (most points are never refused).
+    const float* row = dv + p * K;
+    int64_t best = 0;
+    for (int64_t j = 1; j < K; ++j)
+      if (row[j] < row[best]) best = j;
+    init.emplace_back(row[best] + xn[p], p);
+    next[static_cast<size_t>(p)] = -1 - best;  // < 0: refused nothing yet, nearest = -1 - next
+  }
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap(std::greater<Entry>(), std::move(init));
   while (!heap.empty()) {
     const int64_t p = heap.top().second;
     heap.pop();
     auto& k = next[static_cast<size_t>(p)];
-    const int64_t cl = candidate(p, k).second;
+    const int64_t cl = k < 0 ? -1 - k : candidate(p, k).second;
     auto& s = size[static_cast<size_t>(cl)];
     if (s < q || (s == q && n_big < r)) {
       o[p] = cl;
       if (++s == q + 1) ++n_big;
     } else {
+      // Refused: continue down the sorted row from the entry after the refused one.
+      if (k < 0) {
+        k = 0;
+        while (candidate(p, k).second != cl) ++k;  // the nearest (ties: lower cluster) sorts first
+      }
       ++k;
       GENREC_ASSERT(k < K);
       heap.emplace(candidate(p, k).first, p);
@@ -199,7 +238,8 @@ KMeansOut kmeans(const Tensor& x, int64_t K, int64_t iters, bool balanced, std::
   const int64_t n = x.size(0), dim = x.size(1);
   KMeansOut out;
   out.centers = kmeans_pp(x, K, rng);
-  auto assign_step = [&](const Tensor& c) { return balanced ? balanced_assign(x, c) : nearest(x, c); };
+  DistBuffer buf;
+  auto assign_step = [&](const Tensor& c) { return balanced ? balanced_assign(x, c, buf) : nearest(x, c, &buf); };
   Tensor assign = assign_step(out.centers);
   const double shift_tol = kShiftTol * x.to(torch::kDouble).var(0, /*unbiased=*/false).mean().item<double>();
   for (int64_t it = 0; it < iters; ++it) {
@@ -288,8 +328,9 @@ Tensor rq_codes(const Tensor& z, const std::vector<Tensor>& codebooks, Tensor* q
   Tensor codes = torch::empty({n, L}, torch::kLong);
   Tensor r = z;
   Tensor q = torch::zeros_like(z);
+  DistBuffer buf;
   for (int64_t l = 0; l < L; ++l) {
-    Tensor idx = nearest(r, codebooks[static_cast<size_t>(l)]);
+    Tensor idx = nearest(r, codebooks[static_cast<size_t>(l)], &buf);
     codes.select(1, l).copy_(idx);
     Tensor e = codebooks[static_cast<size_t>(l)].index_select(0, idx);
     r = r - e;

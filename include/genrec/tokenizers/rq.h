@@ -23,7 +23,8 @@
 //              With kmeans_init the codebooks start as RQ-k-means of the untrained encoder's
 //              latents of all items; with reset_dead_codes, entries no item chose during an
 //              epoch are replaced by random residuals of the epoch's last batch (counted in the
-//              report). decode(codes) = decoder(sum of entries).
+//              report; not after the last epoch). The input is standardised inside (mean
+//              vector, one scale) and the decoder's output mapped back, so any scale works. decode(codes) = decoder(sum of entries).
 //
 // Determinism: the same data, options (seed included) and torch thread count give the same
 // codes. `threads` > 0 sets torch's intra-op threads for the duration of the call.
