@@ -75,8 +75,9 @@ TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
       EXPECT_NEAR(res[b].scores[static_cast<size_t>(r)], exact[static_cast<int64_t>(b)][item].item<float>(), 1e-4);
       // Same ranking (up to exact ties).
       const int32_t want = static_cast<int32_t>(order[r].item<int64_t>()) + 1;
-      if (want != item)
+      if (want != item) {
         EXPECT_NEAR(exact[static_cast<int64_t>(b)][want].item<float>(), exact[static_cast<int64_t>(b)][item].item<float>(), 1e-5);
+      }
     }
   }
 }
@@ -98,7 +99,9 @@ TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
         ASSERT_LE(item, 200);
         EXPECT_TRUE(seen.insert(item).second) << "duplicate item " << item;
         EXPECT_NEAR(res[b].scores[r], exact[static_cast<int64_t>(b)][item].item<float>(), 1e-4);
-        if (r > 0) EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+        if (r > 0) {
+          EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+        }
       }
     }
   }
@@ -141,6 +144,17 @@ threads = 1
   fs::remove(tmp / "codes.bin");
   LoadedCheckpoint c = load_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt");
   ASSERT_EQ(c.model->type(), "tiger");
+  // A trained model's beams are real, distinct items too.
+  auto* tiger = dynamic_cast<TigerRecommender*>(c.model.get());
+  ASSERT_NE(tiger, nullptr);
+  std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {40}, {10, 20, 30, 39}};
+  for (const BeamResult& br : tiger->beam_search(histories(items), 10)) {
+    ASSERT_EQ(br.items.size(), 10u);
+    std::set<int32_t> seen(br.items.begin(), br.items.end());
+    EXPECT_EQ(seen.size(), 10u);
+    EXPECT_GE(*seen.begin(), 1);
+    EXPECT_LE(*seen.rbegin(), 40);
+  }
   EvalResult again = eval_run(tmp / "run", SplitPart::Test);
   EXPECT_EQ(again.metrics, r.test.metrics);
 }
