@@ -12,6 +12,7 @@
 #include "genrec/nn/hstu.h"
 #include "genrec/nn/sasrec.h"
 #include "genrec/train/losses.h"
+#include "train_state.h"
 
 namespace genrec {
 
@@ -101,47 +102,6 @@ struct Batch {
   torch::Tensor timestamps;  // [B, T] int64 or undefined
   torch::Tensor query_times; // [B, T] int64 or undefined (query_time = own)
 };
-
-struct TrainMeta {
-  int64_t epoch = 0;  // epochs completed
-  int64_t step = 0;
-  double best_metric = -1;
-  int64_t best_epoch = 0;
-  int64_t bad_evals = 0;
-  bool stopped = false;
-  double elapsed_seconds = 0;       // training + validation wall time so far (all sessions)
-  double best_elapsed_seconds = 0;  // elapsed_seconds when the best checkpoint was taken
-  nlohmann::json to_json() const {
-    return {{"epoch", epoch}, {"step", step}, {"best_metric", best_metric}, {"best_epoch", best_epoch},
-            {"bad_evals", bad_evals}, {"stopped", stopped}, {"elapsed_seconds", elapsed_seconds},
-            {"best_elapsed_seconds", best_elapsed_seconds}};
-  }
-  static TrainMeta from_json(const nlohmann::json& j) {
-    TrainMeta m;
-    m.epoch = j.at("epoch");
-    m.step = j.at("step");
-    m.best_metric = j.at("best_metric");
-    m.best_epoch = j.at("best_epoch");
-    m.bad_evals = j.at("bad_evals");
-    m.stopped = j.at("stopped");
-    m.elapsed_seconds = j.value("elapsed_seconds", 0.0);
-    m.best_elapsed_seconds = j.value("best_elapsed_seconds", 0.0);
-    return m;
-  }
-};
-
-std::vector<torch::Tensor> clone_params(Net& net) {
-  std::vector<torch::Tensor> out;
-  for (auto& p : net->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-void copy_params(Net& net, const std::vector<torch::Tensor>& src) {
-  torch::NoGradGuard ng;
-  auto params = net->parameters();
-  GENREC_ASSERT(params.size() == src.size());
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(src[i]);
-}
 
 }  // namespace
 
@@ -335,7 +295,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
   const auto& o = options_;
   st.has_timestamps = ds.has_timestamps();
   if (st.meta.stopped || st.meta.epoch >= o.epochs) {
-    if (!st.best.empty()) copy_params(net, st.best);
+    if (!st.best.empty()) copy_params(*net, st.best);
     return;
   }
   if (!st.optimizer)
@@ -472,7 +432,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
         st.meta.best_epoch = epoch;
         st.meta.bad_evals = 0;
         st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-        st.best = clone_params(net);
+        st.best = clone_params(*net);
       } else if (++st.meta.bad_evals >= o.patience) {
         st.meta.stopped = true;
       }
@@ -493,32 +453,21 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
       if (ctx.on_validation) ctx.on_validation(*this, line, best);
     }
   }
-  if (!st.best.empty()) copy_params(net, st.best);
+  if (!st.best.empty()) copy_params(*net, st.best);
 }
 
 void SequentialRecommender::save(torch::serialize::OutputArchive& archive) const {
   auto& st = *state_;
-  for (const auto& p : st.net->named_parameters()) archive.write("model/param/" + p.key(), p.value());
+  write_params(archive, *st.net);
   for (const auto& p : st.net->named_buffers()) archive.write("model/buffer/" + p.key(), p.value(), true);
   archive.write("model/has_timestamps", c10::IValue(st.has_timestamps));
-  archive.write("train/meta", c10::IValue(st.meta.to_json().dump()));
-  if (st.optimizer) {
-    torch::serialize::OutputArchive opt;
-    st.optimizer->save(opt);
-    archive.write("train/optimizer", opt);
-  }
-  for (size_t i = 0; i < st.best.size(); ++i) archive.write("train/best/" + std::to_string(i), st.best[i]);
+  write_train_state(archive, st.meta, st.optimizer.get(), st.best);
 }
 
 void SequentialRecommender::load(torch::serialize::InputArchive& archive) {
   auto& st = *state_;
   torch::NoGradGuard ng;
-  for (auto& p : st.net->named_parameters()) {
-    torch::Tensor t;
-    archive.read("model/param/" + p.key(), t);
-    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
-    p.value().copy_(t);
-  }
+  read_params(archive, *st.net);
   for (auto& p : st.net->named_buffers()) {
     torch::Tensor t;
     archive.read("model/buffer/" + p.key(), t, true);
@@ -526,19 +475,8 @@ void SequentialRecommender::load(torch::serialize::InputArchive& archive) {
   }
   c10::IValue v;
   if (archive.try_read("model/has_timestamps", v)) st.has_timestamps = v.toBool();
-  if (archive.try_read("train/meta", v)) st.meta = TrainMeta::from_json(nlohmann::json::parse(v.toStringRef()));
-  torch::serialize::InputArchive opt;
-  if (archive.try_read("train/optimizer", opt)) {
-    st.optimizer = std::make_unique<torch::optim::AdamW>(
-        st.net->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
-    st.optimizer->load(opt);
-  }
-  st.best.clear();
-  for (size_t i = 0;; ++i) {
-    torch::Tensor t;
-    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
-    st.best.push_back(t);
-  }
+  read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay), st.meta,
+                   st.optimizer, st.best);
 }
 
 }  // namespace genrec

@@ -9,6 +9,7 @@
 
 #include "genrec/core/error.h"
 #include "genrec/core/log.h"
+#include "train_state.h"
 
 namespace genrec {
 
@@ -261,29 +262,6 @@ struct TigerNetImpl : torch::nn::Module {
 };
 TORCH_MODULE(TigerNet);
 
-struct TigerMeta {
-  int64_t epoch = 0, step = 0, best_epoch = 0, bad_evals = 0;
-  double best_metric = -1, elapsed_seconds = 0, best_elapsed_seconds = 0;
-  bool stopped = false;
-  nlohmann::json to_json() const {
-    return {{"epoch", epoch}, {"step", step}, {"best_epoch", best_epoch}, {"bad_evals", bad_evals},
-            {"best_metric", best_metric}, {"elapsed_seconds", elapsed_seconds},
-            {"best_elapsed_seconds", best_elapsed_seconds}, {"stopped", stopped}};
-  }
-  static TigerMeta from_json(const nlohmann::json& j) {
-    TigerMeta m;
-    m.epoch = j.at("epoch");
-    m.step = j.at("step");
-    m.best_epoch = j.at("best_epoch");
-    m.bad_evals = j.at("bad_evals");
-    m.best_metric = j.at("best_metric");
-    m.elapsed_seconds = j.at("elapsed_seconds");
-    m.best_elapsed_seconds = j.at("best_elapsed_seconds");
-    m.stopped = j.at("stopped");
-    return m;
-  }
-};
-
 uint64_t hash_user(int32_t user) {
   uint64_t x = static_cast<uint64_t>(user) + 0x9E3779B97F4A7C15ULL;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -298,7 +276,7 @@ struct TigerRecommender::State {
   SemanticIds sid;
   std::unique_ptr<CodeTrie> trie;
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  TigerMeta meta;
+  TrainMeta meta;
   std::vector<torch::Tensor> best;
 
   // Encoder tokens of histories: [user token] + codes of the last max_items items, left-aligned.
@@ -491,11 +469,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
   auto& net = st.net;
   const auto& o = options_;
   if (st.meta.stopped || st.meta.epoch >= o.epochs) {
-    if (!st.best.empty()) {
-      torch::NoGradGuard ng;
-      auto params = net->parameters();
-      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
-    }
+    if (!st.best.empty()) copy_params(*net, st.best);
     return;
   }
   if (!st.optimizer)
@@ -585,8 +559,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
         st.meta.best_epoch = epoch;
         st.meta.bad_evals = 0;
         st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-        st.best.clear();
-        for (auto& p : net->parameters()) st.best.push_back(p.detach().clone());
+        st.best = clone_params(*net);
       } else if (++st.meta.bad_evals >= o.patience) {
         st.meta.stopped = true;
       }
@@ -605,27 +578,17 @@ void TigerRecommender::fit(const TrainContext& ctx) {
       if (ctx.on_validation) ctx.on_validation(*this, line, best);
     }
   }
-  if (!st.best.empty()) {
-    torch::NoGradGuard ng;
-    auto params = net->parameters();
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
-  }
+  if (!st.best.empty()) copy_params(*net, st.best);
 }
 
 void TigerRecommender::save(torch::serialize::OutputArchive& archive) const {
   auto& st = *state_;
-  for (const auto& p : st.net->named_parameters()) archive.write("model/param/" + p.key(), p.value());
+  write_params(archive, *st.net);
   const auto& s = st.sid;
   archive.write("model/sid/codes", torch::tensor(s.codes, torch::kInt));
   archive.write("model/sid/codebook_sizes", torch::tensor(s.codebook_sizes, torch::kInt));
   archive.write("model/sid/disambiguation_level", c10::IValue(s.disambiguation_level));
-  archive.write("train/meta", c10::IValue(st.meta.to_json().dump()));
-  if (st.optimizer) {
-    torch::serialize::OutputArchive opt;
-    st.optimizer->save(opt);
-    archive.write("train/optimizer", opt);
-  }
-  for (size_t i = 0; i < st.best.size(); ++i) archive.write("train/best/" + std::to_string(i), st.best[i]);
+  write_train_state(archive, st.meta, st.optimizer.get(), st.best);
 }
 
 void TigerRecommender::load(torch::serialize::InputArchive& archive) {
@@ -646,25 +609,9 @@ void TigerRecommender::load(torch::serialize::InputArchive& archive) {
   s.validate();
   st.sid = std::move(s);
   st.trie = std::make_unique<CodeTrie>(st.sid);
-  for (auto& p : st.net->named_parameters()) {
-    torch::Tensor t;
-    archive.read("model/param/" + p.key(), t);
-    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
-    p.value().copy_(t);
-  }
-  if (archive.try_read("train/meta", v)) st.meta = TigerMeta::from_json(nlohmann::json::parse(v.toStringRef()));
-  torch::serialize::InputArchive opt;
-  if (archive.try_read("train/optimizer", opt)) {
-    st.optimizer = std::make_unique<torch::optim::AdamW>(
-        st.net->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
-    st.optimizer->load(opt);
-  }
-  st.best.clear();
-  for (size_t i = 0;; ++i) {
-    torch::Tensor t;
-    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
-    st.best.push_back(t);
-  }
+  read_params(archive, *st.net);
+  read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay), st.meta,
+                   st.optimizer, st.best);
 }
 
 }  // namespace genrec

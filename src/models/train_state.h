@@ -1,0 +1,106 @@
+// Training bookkeeping shared by the iterative next-item models (sequential.cpp, tiger.cpp):
+// progress and early-stopping state, and how parameters, optimizer state and the best weights
+// are laid out in a checkpoint archive ("model/param/NAME", "train/meta", "train/optimizer",
+// "train/best/I"). Internal to src/models.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "genrec/core/error.h"
+
+namespace genrec {
+
+struct TrainMeta {
+  int64_t epoch = 0;  // epochs completed
+  int64_t step = 0;
+  double best_metric = -1;
+  int64_t best_epoch = 0;
+  int64_t bad_evals = 0;
+  bool stopped = false;
+  double elapsed_seconds = 0;       // training + validation wall time so far (all sessions)
+  double best_elapsed_seconds = 0;  // elapsed_seconds when the best checkpoint was taken
+  nlohmann::json to_json() const {
+    return {{"epoch", epoch}, {"step", step}, {"best_metric", best_metric}, {"best_epoch", best_epoch},
+            {"bad_evals", bad_evals}, {"stopped", stopped}, {"elapsed_seconds", elapsed_seconds},
+            {"best_elapsed_seconds", best_elapsed_seconds}};
+  }
+  static TrainMeta from_json(const nlohmann::json& j) {
+    TrainMeta m;
+    m.epoch = j.at("epoch");
+    m.step = j.at("step");
+    m.best_metric = j.at("best_metric");
+    m.best_epoch = j.at("best_epoch");
+    m.bad_evals = j.at("bad_evals");
+    m.stopped = j.at("stopped");
+    m.elapsed_seconds = j.value("elapsed_seconds", 0.0);
+    m.best_elapsed_seconds = j.value("best_elapsed_seconds", 0.0);
+    return m;
+  }
+};
+
+inline std::vector<torch::Tensor> clone_params(torch::nn::Module& net) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : net.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+inline void copy_params(torch::nn::Module& net, const std::vector<torch::Tensor>& src) {
+  torch::NoGradGuard ng;
+  auto params = net.parameters();
+  GENREC_ASSERT(params.size() == src.size());
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(src[i]);
+}
+
+inline void write_params(torch::serialize::OutputArchive& archive, const torch::nn::Module& net) {
+  for (const auto& p : net.named_parameters()) archive.write("model/param/" + p.key(), p.value());
+}
+
+// Throws InvalidInput when a parameter has the wrong shape.
+inline void read_params(torch::serialize::InputArchive& archive, torch::nn::Module& net) {
+  torch::NoGradGuard ng;
+  for (auto& p : net.named_parameters()) {
+    torch::Tensor t;
+    archive.read("model/param/" + p.key(), t);
+    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
+    p.value().copy_(t);
+  }
+}
+
+inline void write_train_state(torch::serialize::OutputArchive& archive, const TrainMeta& meta,
+                              const torch::optim::AdamW* optimizer, const std::vector<torch::Tensor>& best) {
+  archive.write("train/meta", c10::IValue(meta.to_json().dump()));
+  if (optimizer) {
+    torch::serialize::OutputArchive opt;
+    optimizer->save(opt);
+    archive.write("train/optimizer", opt);
+  }
+  for (size_t i = 0; i < best.size(); ++i) archive.write("train/best/" + std::to_string(i), best[i]);
+}
+
+// Reads what write_train_state wrote (each part optional); the optimizer is rebuilt over net's
+// parameters with `options` before its state is loaded.
+inline void read_train_state(torch::serialize::InputArchive& archive, torch::nn::Module& net,
+                             const torch::optim::AdamWOptions& options, TrainMeta& meta,
+                             std::unique_ptr<torch::optim::AdamW>& optimizer, std::vector<torch::Tensor>& best) {
+  c10::IValue v;
+  if (archive.try_read("train/meta", v)) meta = TrainMeta::from_json(nlohmann::json::parse(v.toStringRef()));
+  torch::serialize::InputArchive opt;
+  if (archive.try_read("train/optimizer", opt)) {
+    optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(), options);
+    optimizer->load(opt);
+  }
+  best.clear();
+  for (size_t i = 0;; ++i) {
+    torch::Tensor t;
+    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
+    best.push_back(t);
+  }
+}
+
+}  // namespace genrec
