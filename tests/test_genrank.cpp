@@ -47,7 +47,8 @@ Request random_request(const std::vector<int64_t>& lens, int64_t M, int64_t n_it
   return r;
 }
 
-GenRank make_net(const std::string& layout, const std::string& scale, int64_t micro_batch, bool time_bias) {
+GenRank make_net(const std::string& layout, const std::string& scale, int64_t micro_batch, bool time_bias,
+                 bool head_item = false) {
   GenRank net(GenRankOptions(50, 5, 3)
                   .d_model(16)
                   .max_len(24)
@@ -57,7 +58,8 @@ GenRank make_net(const std::string& layout, const std::string& scale, int64_t mi
                   .layout(layout)
                   .time_bias(time_bias)
                   .attn_scale(scale)
-                  .micro_batch(micro_batch));
+                  .micro_batch(micro_batch)
+                  .head_item(head_item));
   // Non-trivial relative biases (they start near zero).
   torch::NoGradGuard ng;
   for (auto& p : net->named_parameters())
@@ -75,14 +77,16 @@ TEST(GenRankMFalcon, EqualsOneForwardPassPerCandidate) {
     std::string layout, scale;
     bool times;
     int64_t micro_batch;
+    bool head_item = false;
   };
   // Every layout, normaliser, with and without times, micro-batches of 1, a divisor-free 3 and
   // more than the candidates.
   const std::vector<Case> cases{{"action", "max_len", true, 3},      {"action", "count", false, 1},
                                 {"action", "count", true, 64},       {"interleaved", "max_len", false, 3},
-                                {"interleaved", "count", true, 1},   {"interleaved", "max_len", true, 64}};
+                                {"interleaved", "count", true, 1},   {"interleaved", "max_len", true, 64},
+                                {"action", "max_len", true, 3, true}, {"interleaved", "count", true, 1, true}};
   for (const Case& k : cases) {
-    GenRank net = make_net(k.layout, k.scale, k.micro_batch, true);
+    GenRank net = make_net(k.layout, k.scale, k.micro_batch, true, k.head_item);
     for (const auto& lens : std::vector<std::vector<int64_t>>{{7}, {1, 12, 0, 5}, {24, 3}}) {
       for (int64_t M : {1, 10}) {
         Request r = random_request(lens, M, 50, 5, k.times);
@@ -90,7 +94,7 @@ TEST(GenRankMFalcon, EqualsOneForwardPassPerCandidate) {
         torch::Tensor slow = net->forward_candidates_naive(r.history, r.candidates);
         ASSERT_EQ(fast.sizes(), (std::vector<int64_t>{static_cast<int64_t>(lens.size()), M, 3}));
         EXPECT_LE(max_diff(fast, slow), 1e-5) << k.layout << " scale=" << k.scale << " times=" << k.times
-                                              << " micro_batch=" << k.micro_batch << " M=" << M
+                                              << " micro_batch=" << k.micro_batch << " head_item=" << k.head_item << " M=" << M
                                               << " B=" << lens.size();
       }
     }

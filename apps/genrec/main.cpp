@@ -19,6 +19,7 @@
 #include "genrec/core/log.h"
 #include "genrec/data/dataset.h"
 #include "genrec/data/generator.h"
+#include "genrec/data/holdout.h"
 #include "genrec/data/import.h"
 #include "genrec/data/stats.h"
 #include "genrec/index/item_index.h"
@@ -299,6 +300,20 @@ int main(int argc, char** argv) {
   generate->add_flag("--ratings", gen.ratings, "Ratings 1..5 driven by user-item affinity (ground truth for ranking)");
   generate->add_flag("--force", force, "Replace an existing output directory");
 
+  std::string ho_data, ho_out;
+  double ho_fraction = 0.05;
+  uint64_t ho_seed = 1;
+  bool ho_overwrite = false;
+  auto* holdout = data->add_subcommand(
+      "holdout-items",
+      "Cold-start evaluation: copy a dataset with a random share of items held out of training (kept only as "
+      "users' last, test, events); writes OUT/holdout_items.txt; JSON summary on stdout");
+  holdout->add_option("--data", ho_data, "Source dataset directory")->required();
+  holdout->add_option("--fraction", ho_fraction, "Share of items to hold out, in (0, 1)")->capture_default_str();
+  holdout->add_option("--seed", ho_seed, "Random seed (the same seed picks the same items)")->capture_default_str();
+  holdout->add_option("--out", ho_out, "Dataset directory to create")->required();
+  holdout->add_flag("--overwrite", ho_overwrite, "Replace an existing output directory");
+
   // ---- train / eval / recommend ----
   TrainRequest train_req;
   std::string train_config, train_data, train_out;
@@ -316,6 +331,10 @@ int main(int argc, char** argv) {
   eval->add_option("--run", eval_run_dir, "Run directory")->required();
   eval->add_option("--split", eval_split, "valid or test")->check(CLI::IsMember({"valid", "test"}))->capture_default_str();
   eval->add_option("--set", eval_overrides, "Override an eval key, e.g. eval.exclude_seen=true (repeatable)");
+  std::string eval_target_items;
+  eval->add_option("--target-items", eval_target_items,
+                   "Evaluate only users whose target is one of these items (file of raw ids, one per line, '#' "
+                   "comments; e.g. OUT/holdout_items.txt of data holdout-items); retrieval runs only");
 
   std::string rec_run, rec_user, rec_history;
   RecommendRequest rec_req;
@@ -506,6 +525,8 @@ int main(int argc, char** argv) {
       nlohmann::json summary = dataset_stats(ds);
       summary["dataset"] = gen_out;
       print_json(summary);
+    } else if (*holdout) {
+      print_json(holdout_items_run(ho_data, ho_fraction, ho_seed, ho_out, ho_overwrite));
     } else if (*train) {
       if (train_req.resume == (train_config_opt->count() > 0))
         throw InvalidInput("train: give --config for a new run, or --resume to continue one (not both)");
@@ -518,7 +539,7 @@ int main(int argc, char** argv) {
       j["valid"] = r.valid.metrics;
       print_json(j);
     } else if (*eval) {
-      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress).to_json());
+      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress, eval_target_items).to_json());
     } else if (*recommend) {
       if (opt_user->count() > 0) rec_req.user = rec_user;
       if (opt_hist->count() > 0) rec_req.history = split_commas(rec_history);

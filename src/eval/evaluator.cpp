@@ -89,7 +89,13 @@ EvalResult evaluate(Scorer& scorer, const Dataset& ds, const Split& split, Split
   const auto& targets = split.targets(part);
   for (int32_t u = 1; u <= ds.n_users(); ++u)
     if (targets[static_cast<size_t>(u)] >= 0) users.push_back(u);
-  if (o.max_users > 0 && static_cast<int64_t>(users.size()) > o.max_users) users.resize(static_cast<size_t>(o.max_users));
+  if (o.max_users > 0 && static_cast<int64_t>(users.size()) > o.max_users) {
+    // An evenly spaced subset, so a quick check is not biased towards the lowest user ids.
+    std::vector<int32_t> subset;
+    const auto n = static_cast<int64_t>(users.size());
+    for (int64_t i = 0; i < o.max_users; ++i) subset.push_back(users[static_cast<size_t>(i * n / o.max_users)]);
+    users = std::move(subset);
+  }
 
   // Popularity over training events, for popularity-sampled negatives.
   std::vector<double> pop_cdf;

@@ -31,9 +31,12 @@ GenRankImpl::GenRankImpl(GenRankOptions options) : options_(std::move(options)) 
   if (o.layout() == "action")
     prev_items_ = register_module("prev_items",
                                   torch::nn::Embedding(torch::nn::EmbeddingOptions(o.n_items() + 1, D).padding_idx(0)));
+  if (o.head_item())
+    head_items_ = register_module("head_items",
+                                  torch::nn::Embedding(torch::nn::EmbeddingOptions(o.n_items() + 1, D).padding_idx(0)));
   {
     torch::NoGradGuard ng;
-    for (auto* table : {&items_, &feedback_, &prev_items_}) {
+    for (auto* table : {&items_, &feedback_, &prev_items_, &head_items_}) {
       if (!*table) continue;
       (*table)->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(D)));
       (*table)->weight[0].zero_();
@@ -48,7 +51,8 @@ GenRankImpl::GenRankImpl(GenRankOptions options) : options_(std::move(options)) 
                                                  .attn_scale(o.attn_scale())));
   heads_ = register_module("heads", torch::nn::ModuleList());
   for (int64_t t = 0; t < o.n_tasks(); ++t)
-    heads_->push_back(torch::nn::Sequential(torch::nn::Linear(D, D), torch::nn::SiLU(), torch::nn::Linear(D, 1)));
+    heads_->push_back(torch::nn::Sequential(torch::nn::Linear(o.head_item() ? 2 * D : D, D), torch::nn::SiLU(),
+                                            torch::nn::Linear(D, 1)));
 }
 
 GenRankImpl::Tokens GenRankImpl::history_tokens(const RankSeq& seq) {
@@ -76,9 +80,10 @@ GenRankImpl::Tokens GenRankImpl::history_tokens(const RankSeq& seq) {
   return out;
 }
 
-torch::Tensor GenRankImpl::heads(const torch::Tensor& h) {
+torch::Tensor GenRankImpl::heads(const torch::Tensor& h, const torch::Tensor& items) {
+  torch::Tensor x = options_.head_item() ? torch::cat({h, head_items_(items)}, -1) : h;
   std::vector<torch::Tensor> outs;
-  for (const auto& head : *heads_) outs.push_back(head->as<torch::nn::SequentialImpl>()->forward(h));
+  for (const auto& head : *heads_) outs.push_back(head->as<torch::nn::SequentialImpl>()->forward(x));
   return torch::cat(outs, -1);
 }
 
@@ -88,7 +93,7 @@ torch::Tensor GenRankImpl::forward_sequence(const RankSeq& seq) {
   torch::Tensor h = encoder_->forward(t.x, t.lengths.clamp_min(1), t.times);  // [B, L, D]
   if (options_.layout() == "interleaved")
     h = h.view({h.size(0), T, 2, options_.d_model()}).select(2, 0);  // item tokens
-  return heads(h);                                                   // [B, T, n_tasks]
+  return heads(h, seq.items);                                        // [B, T, n_tasks]
 }
 
 torch::Tensor GenRankImpl::forward_candidates(const RankSeq& history, const RankCandidates& candidates) {
@@ -111,7 +116,7 @@ torch::Tensor GenRankImpl::forward_candidates(const RankSeq& history, const Rank
   }
   torch::Tensor cand_times = options_.time_bias() ? candidates.times : torch::Tensor();
   torch::Tensor h = encoder_->forward_candidates(t.x, t.lengths, t.times, c, cand_times, options_.micro_batch());
-  return heads(h);  // [B, M, n_tasks]
+  return heads(h, candidates.items);  // [B, M, n_tasks]
 }
 
 torch::Tensor GenRankImpl::forward_candidates_naive(const RankSeq& history, const RankCandidates& candidates) {

@@ -27,7 +27,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"like_threshold", like_threshold}, {"d_model", d_model}, {"max_len", max_len},
           {"n_blocks", n_blocks}, {"n_heads", n_heads},       {"dropout", dropout},
           {"layout", layout},     {"time_bias", time_bias},   {"attn_scale", attn_scale},
-          {"micro_batch", micro_batch}, {"epochs", epochs},   {"batch_size", batch_size},
+          {"micro_batch", micro_batch}, {"head_item", head_item}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
           {"train_mode", train_mode}, {"seed", seed}};
@@ -38,7 +38,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
 #define GENREC_OPT(name) o.name = j.value(#name, o.name)
   GENREC_OPT(type); GENREC_OPT(tasks); GENREC_OPT(task_weights); GENREC_OPT(like_threshold);
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
-  GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch);
+  GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
   GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(seed);
 #undef GENREC_OPT
@@ -61,6 +61,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
     o.time_bias = cfg.get_bool("model.time_bias", d.time_bias);
     o.attn_scale = cfg.get_string("model.attn_scale", d.attn_scale);
     o.micro_batch = cfg.get_int("model.micro_batch", d.micro_batch);
+    o.head_item = cfg.get_bool("model.head_item", d.head_item);
   }
   o.epochs = cfg.get_int("train.epochs", d.epochs);
   o.batch_size = cfg.get_int("train.batch_size", d.batch_size);
@@ -213,7 +214,8 @@ Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
                                                     .layout(o.layout)
                                                     .time_bias(o.time_bias)
                                                     .attn_scale(o.attn_scale)
-                                                    .micro_batch(o.micro_batch));
+                                                    .micro_batch(o.micro_batch)
+                                                    .head_item(o.head_item));
   } else {
     state_->net = std::make_shared<DINImpl>(
         DINOptions(n_items, n_feedback, K).d_model(o.d_model).max_len(o.max_len).dropout(o.dropout));

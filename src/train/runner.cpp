@@ -15,6 +15,7 @@
 #include "genrec/core/io.h"
 #include "genrec/core/log.h"
 #include "genrec/data/dataset.h"
+#include "genrec/data/holdout.h"
 #include "genrec/data/split.h"
 #include "genrec/index/item_index.h"
 #include "genrec/models/recommender.h"
@@ -322,7 +323,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
 }
 
 EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
-                    const ProgressCallback& progress) {
+                    const ProgressCallback& progress, const fs::path& target_items) {
   Config cfg = load_run_config(run_dir, overrides);
   RunSettings s = read_settings(cfg);
   set_threads(s.threads);
@@ -334,6 +335,9 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   }
   const fs::path best = run_dir / "checkpoints" / "best.ckpt";
   if (is_ranker_type(checkpoint_type(best))) {
+    if (!target_items.empty())
+      throw InvalidInput("eval: --target-items applies to retrieval runs; " + run_dir.string() +
+                         " is a ranking run (its temporal requests have many candidates, not one target)");
     LoadedRanker r = load_ranker_checkpoint(best);
     if (r.items.size() != ds.n_items())
       throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(r.items.size()) +
@@ -346,7 +350,29 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
                        " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
   Split split = make_split(ds, s.split);
-  return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
+  if (target_items.empty()) return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
+
+  // Only users whose target of `part` is a listed item (e.g. held-out cold-start items).
+  const std::vector<int32_t> listed = read_item_list(target_items, ds);
+  std::vector<uint8_t> is_listed(static_cast<size_t>(ds.n_items()) + 1, 0);
+  for (int32_t it : listed) is_listed[static_cast<size_t>(it)] = 1;
+  std::vector<int64_t>& targets = part == SplitPart::Valid ? split.valid_index : split.test_index;
+  const int64_t before = split.n_targets(part);
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    int64_t& t = targets[static_cast<size_t>(u)];
+    if (t >= 0 && !is_listed[static_cast<size_t>(ds.user(u).items[t])]) t = -1;
+  }
+  const int64_t kept = split.n_targets(part);
+  const char* part_name = split_part_name(part);
+  if (kept == 0)
+    throw InvalidInput(std::string("eval: no ") + part_name + " target is among the " + std::to_string(listed.size()) +
+                       " items listed in " + target_items.string());
+  GENREC_LOG_INFO("%lld of %lld %s targets are among the %zu items listed in %s", static_cast<long long>(kept),
+                  static_cast<long long>(before), part_name, listed.size(), target_items.string().c_str());
+  EvalResult r = evaluate(*ckpt.model, ds, split, part, s.eval, progress);
+  r.protocol += "; targets restricted to " + std::to_string(listed.size()) + " items listed in " + target_items.string() +
+                " (" + std::to_string(r.n_users) + " users)";
+  return r;
 }
 
 nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) {

@@ -20,7 +20,7 @@ struct EvalOptions {
   int64_t negatives = 0;        // > 0: sampled protocol, rank the target among this many negatives
   std::string negative_sampling = "uniform";  // uniform | popularity (training-event counts)
   uint64_t seed = 2024;         // for negative sampling
-  int64_t max_users = 0;        // > 0: evaluate only the first max_users targets (quick checks)
+  int64_t max_users = 0;        // > 0: evaluate an evenly spaced subset of max_users targets (quick checks)
 };
 
 struct EvalResult {

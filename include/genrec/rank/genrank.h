@@ -11,7 +11,9 @@
 //                 event t is read at the item token 2t. Twice the sequence, the same information.
 // A candidate is one more item token after the history: E_item(c) + E_prev(last item) +
 // E_fb(last feedback) in the action layout, E_item(c) in the interleaved one. Heads: per task Linear(D, D) → SiLU →
-// Linear(D, 1) on the token's final hidden state.
+// Linear(D, 1) on the token's final hidden state h (with head_item: Linear(2D, D) on [h, e],
+// e = E_head(scored item) from a separate table, as DIN-style rankers feed the target item to
+// their MLP).
 //
 // Example:
 //   GenRank net(GenRankOptions(n_items, n_feedback, n_tasks).layout("action"));
@@ -43,6 +45,9 @@ struct GenRankOptions {
   TORCH_ARG(bool, time_bias) = true;
   TORCH_ARG(std::string, attn_scale) = "max_len";  // max_len | count (see HSTUOptions)
   TORCH_ARG(int64_t, micro_batch) = 256;        // M-FALCON candidates per pass
+  // Heads also read the scored item's own embedding e (a separate table): [h, e] instead of the
+  // token's hidden state h alone, as DIN-style rankers do with the target item.
+  TORCH_ARG(bool, head_item) = false;
 };
 
 class GenRankImpl : public RankNetImpl {
@@ -60,11 +65,13 @@ class GenRankImpl : public RankNetImpl {
     torch::Tensor x, times, lengths;  // [B, L, D], [B, L] or undefined, [B]
   };
   Tokens history_tokens(const RankSeq& seq);
-  torch::Tensor heads(const torch::Tensor& h);  // [..., D] -> [..., n_tasks]
+  // h [..., D], items [...] (the scored items) -> [..., n_tasks]
+  torch::Tensor heads(const torch::Tensor& h, const torch::Tensor& items);
 
   GenRankOptions options_;
   torch::nn::Embedding items_{nullptr}, feedback_{nullptr};  // feedback: 0 pad, 1..F, F + 1 = begin
   torch::nn::Embedding prev_items_{nullptr};                 // action layout: the previous event's item
+  torch::nn::Embedding head_items_{nullptr};                 // head_item: the scored item, read by the heads
   HSTU encoder_{nullptr};
   torch::nn::ModuleList heads_{nullptr};
 };

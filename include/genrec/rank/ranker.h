@@ -50,6 +50,7 @@ struct RankerOptions {
   bool time_bias = true;             // genrank, when the data has timestamps
   std::string attn_scale = "max_len";  // genrank
   int64_t micro_batch = 256;         // genrank: M-FALCON candidates per pass
+  bool head_item = false;            // genrank: heads also read the scored item's embedding
   // training
   int64_t epochs = 50;
   int64_t batch_size = 32;  // training windows per step

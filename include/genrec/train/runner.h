@@ -52,8 +52,13 @@ struct TrainResult {
 TrainResult train_run(const TrainRequest& request, const ProgressCallback& progress = nullptr);
 
 // Evaluates the best checkpoint of a run on a split; `overrides` may change eval.* keys.
+// `target_items` (optional): a file of raw item ids (data/holdout.h read_item_list, e.g. the
+// holdout_items.txt of `genrec data holdout-items`); only users whose target of `part` is one of
+// them are evaluated, and the protocol says so. Retrieval runs only (InvalidInput for a ranking
+// run, and when no target is among the listed items).
 EvalResult eval_run(const std::filesystem::path& run_dir, SplitPart part,
-                    const std::vector<std::string>& overrides = {}, const ProgressCallback& progress = nullptr);
+                    const std::vector<std::string>& overrides = {}, const ProgressCallback& progress = nullptr,
+                    const std::filesystem::path& target_items = {});
 
 struct RecommendRequest {
   std::optional<std::string> user;                 // raw user id: its whole history
