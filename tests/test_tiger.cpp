@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <random>
 #include <set>
 
@@ -164,4 +165,53 @@ TEST(Tiger, BadOptionsAndMismatchedCodes) {
   o.beam = 0;
   EXPECT_THROW(TigerRecommender(30, o, random_sid(30, {4, 3}, 1)), InvalidInput);
   EXPECT_THROW(TigerRecommender(31, tiny_options(), random_sid(30, {4, 3}, 1)), InvalidInput);
+}
+
+TEST(Tiger, ColdFractionOpensPlacesToItemsWithoutTrainingEvents) {
+  // 200 items under 16 two-code prefixes: a disambiguation level of about 12 siblings each, so
+  // the last step has plenty of warm and cold candidates.
+  SemanticIds sid = random_sid(200, {4, 4}, 2);
+  std::vector<std::vector<int32_t>> items = {{5, 6}, {199, 1, 77, 150, 3, 3, 9}, {42}};
+  std::vector<History> hs = histories(items);
+  std::vector<double> counts(201, 1.0);
+  for (int32_t i = 1; i <= 200; i += 2) counts[static_cast<size_t>(i)] = 0.0;  // odd items: cold
+  TigerRecommender model(200, tiny_options(), sid);
+  const std::vector<BeamResult> plain = model.beam_search(hs, 20);
+  model.set_cold_items(counts);
+  // cold_fraction 0 (the default) leaves the search as it was.
+  const std::vector<BeamResult> zero = model.beam_search(hs, 20);
+  for (size_t b = 0; b < hs.size(); ++b) EXPECT_EQ(zero[b].items, plain[b].items);
+
+  model.set_cold_fraction(0.25);  // 5 of 20 places
+  torch::Tensor exact = model.exhaustive_log_probs(hs);
+  const std::vector<BeamResult> res = model.beam_search(hs, 20);
+  CodeTrie trie(sid);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    ASSERT_EQ(res[b].items.size(), 20u);
+    std::set<int32_t> seen;
+    std::map<int32_t, float> cold_score_of_prefix;
+    int n_cold = 0;
+    for (size_t r = 0; r < res[b].items.size(); ++r) {
+      const int32_t item = res[b].items[r];
+      ASSERT_GE(item, 1);
+      ASSERT_LE(item, 200);
+      EXPECT_TRUE(seen.insert(item).second) << "duplicate item " << item;
+      if (r > 0) EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+      const float e = exact[static_cast<int64_t>(b)][item].item<float>();
+      if (counts[static_cast<size_t>(item)] > 0) {
+        EXPECT_NEAR(res[b].scores[r], e, 1e-4) << "warm items keep their exact score";
+        continue;
+      }
+      ++n_cold;
+      // Cold: the prefix's log-probability minus log(siblings), the same for every cold item
+      // under one prefix (their learned last code means nothing).
+      const int32_t prefix = sid.item_codes(item)[0];  // levels 0..1 are the prefix; level 0 + 1 below
+      const int32_t key = prefix * 16 + sid.item_codes(item)[1];
+      auto [it, fresh] = cold_score_of_prefix.emplace(key, res[b].scores[r]);
+      if (!fresh) EXPECT_NEAR(it->second, res[b].scores[r], 1e-5);
+    }
+    EXPECT_EQ(n_cold, 5) << "user " << b << ": cold items fill exactly their 5 places";
+  }
+  EXPECT_THROW(model.set_cold_fraction(1.5), InvalidInput);
+  EXPECT_THROW(model.set_cold_items(std::vector<double>(7, 0.0)), InvalidInput);
 }

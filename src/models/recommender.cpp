@@ -77,6 +77,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.max_items = cfg.get_int("model.max_items", d.max_items);
     d.user_buckets = cfg.get_int("model.user_buckets", d.user_buckets);
     d.beam = cfg.get_int("model.beam", d.beam);
+    d.cold_fraction = cfg.get_double("model.cold_fraction", d.cold_fraction);
     d.epochs = cfg.get_int("train.epochs", d.epochs);
     d.batch_size = cfg.get_int("train.batch_size", d.batch_size);
     d.lr = cfg.get_double("train.lr", d.lr);

@@ -9,6 +9,7 @@
 
 #include "genrec/core/error.h"
 #include "genrec/core/log.h"
+#include "genrec/data/split.h"
 #include "train_state.h"
 
 namespace genrec {
@@ -25,7 +26,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"lr", lr},             {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
-          {"seed", seed}};
+          {"cold_fraction", cold_fraction}, {"seed", seed}};
 }
 
 TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
@@ -54,6 +55,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.patience = j.value("patience", o.patience);
   o.metric = j.value("metric", o.metric);
   o.eval_users = j.value("eval_users", o.eval_users);
+  o.cold_fraction = j.value("cold_fraction", o.cold_fraction);
   o.seed = j.value("seed", o.seed);
   return o;
 }
@@ -70,6 +72,7 @@ void TigerOptions::validate() const {
   if (max_items < 1) bad("max_items", "must be >= 1");
   if (user_buckets < 0) bad("user_buckets", "must be >= 0");
   if (beam < 1) bad("beam", "must be >= 1");
+  if (!(cold_fraction >= 0.0 && cold_fraction <= 1.0)) bad("cold_fraction", "must be in [0, 1]");
   if (epochs < 0) bad("epochs", "must be >= 0");
   if (batch_size < 1) bad("batch_size", "must be >= 1");
   if (!(lr > 0)) bad("lr", "must be > 0");
@@ -278,6 +281,7 @@ struct TigerRecommender::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   TrainMeta meta;
   std::vector<torch::Tensor> best;
+  std::vector<uint8_t> cold;  // [n_items + 1]: 1 = no training event (empty = none)
 
   // Encoder tokens of histories: [user token] + codes of the last max_items items, left-aligned.
   torch::Tensor encoder_tokens(const std::vector<History>& batch, const TigerOptions& o) const {
@@ -341,6 +345,23 @@ TigerRecommender::~TigerRecommender() = default;
 
 const SemanticIds& TigerRecommender::codes() const { return state_->sid; }
 
+void TigerRecommender::set_cold_items(const std::vector<double>& train_counts) {
+  if (train_counts.size() != static_cast<size_t>(n_items_) + 1)
+    throw InvalidInput("tiger: set_cold_items needs n_items + 1 counts, got " + std::to_string(train_counts.size()));
+  state_->cold.assign(train_counts.size(), 0);
+  for (size_t i = 1; i < train_counts.size(); ++i) state_->cold[i] = train_counts[i] <= 0.0 ? 1 : 0;
+}
+
+void TigerRecommender::set_cold_fraction(double fraction) {
+  options_.cold_fraction = fraction;
+  options_.validate();
+}
+
+void TigerRecommender::set_beam(int64_t beam) {
+  options_.beam = beam;
+  options_.validate();
+}
+
 std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>& batch, int64_t beam) {
   if (beam < 1) throw InvalidInput("tiger: beam must be >= 1");
   torch::NoGradGuard ng;
@@ -373,6 +394,9 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
     int32_t code;
   };
   std::vector<Cand> cands;
+  const auto n_cold_slots =
+      st.cold.empty() ? int64_t{0} : static_cast<int64_t>(std::floor(options_.cold_fraction * static_cast<double>(W)));
+  auto is_cold = [&st](int32_t item) { return st.cold[static_cast<size_t>(item)] != 0; };
   for (int64_t l = 0; l < L; ++l) {
     torch::Tensor x = net->decoder_input(torch::tensor(next_token, torch::kLong).view({B * W, 1}), l);
     for (size_t i = 0; i < n_dec; ++i)
@@ -393,13 +417,40 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
         for (int32_t c : trie.child_codes(static_cast<int32_t>(node)))
           cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + lpp[r * K + c], r, c});
       }
-      const size_t keep_n = std::min<size_t>(cands.size(), static_cast<size_t>(W));
-      // Best first; ties to the earlier row, then the lower code (deterministic).
-      std::partial_sort(cands.begin(), cands.begin() + static_cast<long>(keep_n), cands.end(), [](const Cand& a, const Cand& c) {
+      auto better = [](const Cand& a, const Cand& c) {
         if (a.score != c.score) return a.score > c.score;
         if (a.row != c.row) return a.row < c.row;
         return a.code < c.code;
-      });
+      };
+      if (l == L - 1 && n_cold_slots > 0) {
+        // Cold start (TIGER's epsilon): items without training events never were targets, so
+        // their last code's learned probability means nothing; they get their prefix's score
+        // plus log(1 / siblings) and up to n_cold_slots of the W places; warm items fill the
+        // rest by their full score.
+        std::vector<Cand> cold_c, warm_c;
+        for (const Cand& cd : cands) {
+          const int64_t node = beam_node[static_cast<size_t>(cd.row)];
+          const int32_t item = trie.item(trie.child(static_cast<int32_t>(node), cd.code));
+          if (is_cold(item)) {
+            const auto siblings = static_cast<float>(trie.child_codes(static_cast<int32_t>(node)).size());
+            cold_c.push_back(Cand{beam_score[static_cast<size_t>(cd.row)] - std::log(siblings), cd.row, cd.code});
+          } else {
+            warm_c.push_back(cd);
+          }
+        }
+        std::sort(cold_c.begin(), cold_c.end(), better);
+        std::sort(warm_c.begin(), warm_c.end(), better);
+        // Cold items take up to n_cold_slots places, and any that warm items leave empty.
+        const size_t n_cold = std::min(cold_c.size(), std::max(static_cast<size_t>(n_cold_slots),
+                                                                static_cast<size_t>(W) - std::min<size_t>(warm_c.size(), W)));
+        cold_c.resize(n_cold);
+        warm_c.resize(std::min<size_t>(warm_c.size(), static_cast<size_t>(W) - n_cold));
+        cands = std::move(warm_c);
+        cands.insert(cands.end(), cold_c.begin(), cold_c.end());
+      }
+      const size_t keep_n = std::min<size_t>(cands.size(), static_cast<size_t>(W));
+      // Best first; ties to the earlier row, then the lower code (deterministic).
+      std::partial_sort(cands.begin(), cands.begin() + static_cast<long>(keep_n), cands.end(), better);
       for (int64_t w = 0; w < W; ++w) {
         const size_t r = static_cast<size_t>(b * W + w);
         if (static_cast<size_t>(w) >= keep_n) {
@@ -468,6 +519,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
   auto& st = *state_;
   auto& net = st.net;
   const auto& o = options_;
+  set_cold_items(train_item_counts(ds, split));
   if (st.meta.stopped || st.meta.epoch >= o.epochs) {
     if (!st.best.empty()) copy_params(*net, st.best);
     return;

@@ -19,6 +19,7 @@
 #include "genrec/data/split.h"
 #include "genrec/index/item_index.h"
 #include "genrec/models/recommender.h"
+#include "genrec/models/tiger.h"
 #include "genrec/rank/ranker.h"
 
 namespace genrec {
@@ -350,6 +351,14 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
                        " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
   Split split = make_split(ds, s.split);
+  if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {
+    // Inference options, overridable here with --set: model.beam, and model.cold_fraction for
+    // cold start (the places open to items without training events in this run's split).
+    const nlohmann::json saved = ckpt.model->options();
+    tiger->set_beam(cfg.get_int("model.beam", saved.value("beam", int64_t{20})));
+    tiger->set_cold_items(train_item_counts(ds, split));
+    tiger->set_cold_fraction(cfg.get_double("model.cold_fraction", saved.value("cold_fraction", 0.0)));
+  }
   if (target_items.empty()) return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
 
   // Only users whose target of `part` is a listed item (e.g. held-out cold-start items).

@@ -44,6 +44,9 @@ struct TigerOptions {
   int64_t max_items = 20;           // history items read by the encoder (the last ones)
   int64_t user_buckets = 0;         // hashed user-id token (TIGER: 2000); 0 = none
   int64_t beam = 20;                // beam width at inference (= items returned by score())
+  // Cold start (TIGER's epsilon): the share of the beam's places open to items without training
+  // events (set_cold_items), scored by their prefix; 0 = off. An inference option.
+  double cold_fraction = 0.0;
   // training
   int64_t epochs = 100;
   int64_t batch_size = 256;
@@ -83,6 +86,12 @@ class TigerRecommender : public Recommender {
   torch::Tensor score(const std::vector<History>& batch) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+
+  // Items with no training event (train_counts[i] == 0; size n_items + 1, the split's
+  // train_item_counts) are "cold" for cold_fraction. fit() sets them from its split.
+  void set_cold_items(const std::vector<double>& train_counts);
+  void set_cold_fraction(double fraction);  // throws InvalidInput outside [0, 1]
+  void set_beam(int64_t beam);              // the inference beam width; throws InvalidInput below 1
 
   // Trie-constrained beam search with a KV cache: the top `beam` items per history.
   std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam);
