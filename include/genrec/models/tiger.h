@@ -58,7 +58,7 @@ struct TigerOptions {
   int64_t eval_every = 2;
   int64_t patience = 5;
   std::string metric = "ndcg@10";
-  int64_t eval_users = 0;           // validate on the first N users only (0 = all): beam search is costly
+  int64_t eval_users = 0;           // validate on an evenly spaced subset of N users (0 = all)
   int64_t seed = 42;
 
   nlohmann::json to_json() const;
