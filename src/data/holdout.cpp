@@ -35,11 +35,15 @@ std::string format_fraction(double fraction) {
   return s.str();
 }
 
+void check_fraction(double fraction) {
+  if (!(fraction > 0.0 && fraction < 1.0))
+    throw InvalidInput("holdout-items: --fraction must be in (0, 1), got " + format_fraction(fraction));
+}
+
 }  // namespace
 
 std::vector<int32_t> pick_holdout_items(int32_t n_items, double fraction, uint64_t seed) {
-  if (!(fraction > 0.0 && fraction < 1.0))
-    throw InvalidInput("holdout-items: --fraction must be in (0, 1), got " + format_fraction(fraction));
+  check_fraction(fraction);
   const auto count = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n_items)));
   if (count < 1)
     throw InvalidInput("holdout-items: --fraction " + format_fraction(fraction) + " of " + std::to_string(n_items) +
@@ -73,20 +77,15 @@ HoldoutResult hold_out_item_set(const Dataset& ds, const std::vector<int32_t>& i
   for (int32_t it = 1; it <= n_items; ++it)
     if (held[static_cast<size_t>(it)]) r.held_out.push_back(it);
 
+  // A copy with the events rebuilt below: vocabularies, side information and provenance stay
+  // as they were, so ids and content line up with the source.
   Dataset& out = r.dataset;
-  // Vocabularies and side information unchanged: ids and content line up with the source.
-  out.users = ds.users;
-  out.items = ds.items;
-  out.actions = ds.actions;
-  out.attributes = ds.attributes;
-  out.attribute_offsets = ds.attribute_offsets;
-  out.attribute_values = ds.attribute_values;
-  out.item_text = ds.item_text;
-  out.has_item_text = ds.has_item_text;
-  out.provenance = ds.provenance;
-
+  out = ds;
+  out.event_items.clear();
+  out.event_timestamps.clear();
+  out.event_ratings.clear();
+  out.event_actions.clear();
   out.user_offsets.assign(static_cast<size_t>(ds.n_users()) + 2, 0);
-  out.event_items.reserve(ds.event_items.size());
   std::vector<int64_t> keep;  // event indices (within the user) kept
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     UserEvents ev = ds.user(u);
@@ -141,8 +140,7 @@ HoldoutResult hold_out_items(const Dataset& ds, double fraction, uint64_t seed) 
 nlohmann::json holdout_items_run(const std::filesystem::path& data, double fraction, uint64_t seed,
                                  const std::filesystem::path& out, bool overwrite) {
   // Check the arguments and the destination before reading anything.
-  if (!(fraction > 0.0 && fraction < 1.0))
-    throw InvalidInput("holdout-items: --fraction must be in (0, 1), got " + format_fraction(fraction));
+  check_fraction(fraction);
   std::error_code ec;
   if (fs::exists(out, ec) && !overwrite)
     throw InvalidInput(out.string() + ": already exists (use --overwrite to replace it)");

@@ -365,7 +365,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   const std::vector<int32_t> listed = read_item_list(target_items, ds);
   std::vector<uint8_t> is_listed(static_cast<size_t>(ds.n_items()) + 1, 0);
   for (int32_t it : listed) is_listed[static_cast<size_t>(it)] = 1;
-  std::vector<int64_t>& targets = part == SplitPart::Valid ? split.valid_index : split.test_index;
+  std::vector<int64_t>& targets = split.targets(part);
   const int64_t before = split.n_targets(part);
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     int64_t& t = targets[static_cast<size_t>(u)];

@@ -43,6 +43,7 @@ struct Split {
   const std::vector<int64_t>& targets(SplitPart part) const {
     return part == SplitPart::Valid ? valid_index : test_index;
   }
+  std::vector<int64_t>& targets(SplitPart part) { return part == SplitPart::Valid ? valid_index : test_index; }
   int64_t n_targets(SplitPart part) const;
   int64_t n_train_events() const;
   // One-line human description, used in metrics' "protocol".
