@@ -275,6 +275,12 @@ class IndexRuns : public ::testing::Test {
     sasrec.data = *tmp_ / "data";
     sasrec.out = *tmp_ / "sasrec";
     train_run(sasrec);
+    TrainRequest hb = sasrec;  // with the learned history bias: scores are not pure inner products
+    hb.config_text =
+        "[model]\ntype = \"hstu\"\nd_model = 16\nmax_len = 20\nn_blocks = 1\nn_heads = 1\nhistory_bias = true\n"
+        "[train]\nepochs = 2\nbatch_size = 64\nthreads = 1\nlr = 0.01\n[eval]\nks = [10]\n";
+    hb.out = *tmp_ / "hstu-history";
+    train_run(hb);
     TrainRequest pop = sasrec;
     pop.config_text = "[model]\ntype = \"pop\"\n[train]\nthreads = 1\n";
     pop.out = *tmp_ / "pop";
@@ -330,6 +336,20 @@ TEST_F(IndexRuns, RecommendWithEachIndexAndOverrides) {
         for (size_t r = 0; r < exact["items"].size(); ++r)
           EXPECT_EQ(got["items"][r]["item"], exact["items"][r]["item"]) << kind_name << " user " << user << " rank " << r;
       }
+    }
+  }
+  // A model with history offsets: the index path re-ranks with them and equals exact search.
+  for (const char* user : {"3", "7", "12", "40"}) {
+    RecommendRequest req;
+    req.user = user;
+    req.k = 20;
+    nlohmann::json exact = recommend_run(run("hstu-history"), req);
+    req.index = "flat";
+    nlohmann::json got = recommend_run(run("hstu-history"), req);
+    ASSERT_EQ(got["items"].size(), exact["items"].size());
+    for (size_t r = 0; r < exact["items"].size(); ++r) {
+      EXPECT_EQ(got["items"][r]["item"], exact["items"][r]["item"]) << "user " << user << " rank " << r;
+      EXPECT_NEAR(got["items"][r]["score"].get<double>(), exact["items"][r]["score"].get<double>(), 1e-4);
     }
   }
   // --set index.kind chooses the index when --index is absent.

@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "genrec/core/error.h"
@@ -86,6 +88,36 @@ TEST_F(LossTest, ChunkedFullSoftmaxGradientMatchesAutograd) {
   EXPECT_EQ(table.grad()[0].abs().sum().item<float>(), 0.0f);  // padding row gets no gradient
 }
 
+TEST_F(LossTest, FullSoftmaxWithOffsetsMatchesDenseCrossEntropy) {
+  // Enough items for several chunks; each row has 3 slots, one masked, row 0's target in a slot.
+  const int64_t V = 2500, N = 40, D = 6;
+  const double temp = 0.4;
+  torch::Tensor h = torch::randn({N, D}, torch::requires_grad());
+  torch::Tensor table = torch::randn({V + 1, D}, torch::requires_grad());
+  torch::Tensor targets = torch::randint(1, V + 1, {N}, torch::kLong);
+  torch::Tensor slots = torch::stack({torch::arange(1, N + 1), torch::arange(N + 1, 2 * N + 1),
+                                      torch::arange(2 * N + 1, 3 * N + 1)}, 1);  // distinct items
+  targets[0] = slots[0][1].item<int64_t>();
+  torch::Tensor mask = torch::ones({N, 3}, torch::kBool);
+  mask.select(1, 2).fill_(false);
+  torch::Tensor bias = torch::tensor({-3.0f, 1.5f, 0.7f}, torch::requires_grad());  // one per slot column
+  torch::Tensor offsets = bias.unsqueeze(0).expand({N, 3}) * mask.to(torch::kFloat);
+  torch::Tensor dots = (h.unsqueeze(1) * table.index({slots})).sum(2);
+  torch::Tensor target_offset = (offsets * ((slots == targets.unsqueeze(1)) & mask).to(torch::kFloat)).sum(1);
+  torch::Tensor loss = full_softmax_loss_with_offsets(h, table, targets, temp, dots, offsets, mask, target_offset);
+  auto grads = torch::autograd::grad({loss}, {h, table, bias}, {}, /*retain_graph=*/true);
+
+  torch::Tensor logits = torch::mm(h, table.slice(0, 1).t()) / temp;  // [N, V], column j = item j + 1
+  torch::Tensor dense = torch::zeros({N, V});
+  dense = dense.scatter_add(1, slots - 1, offsets);
+  torch::Tensor ref = torch::nn::functional::cross_entropy(logits + dense, targets - 1);
+  auto ref_grads = torch::autograd::grad({ref}, {h, table, bias});
+  EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-4);
+  EXPECT_NE(loss.item<double>(), full_softmax_loss(h, table, targets, temp).item<double>());  // offsets matter
+  for (size_t i = 0; i < grads.size(); ++i)
+    EXPECT_TRUE(torch::allclose(grads[i], ref_grads[i], 1e-4, 1e-5)) << "gradient " << i;
+}
+
 TEST_F(LossTest, SampledSoftmaxLossAndGradientMatchDirectComputation) {
   torch::Tensor h = torch::randn({3, 4}, torch::requires_grad()), table = torch::randn({9, 4});
   torch::Tensor targets = torch::tensor({2, 5, 7}, torch::kLong);
@@ -153,8 +185,11 @@ TEST(Sequential, EveryEncoderAndLossTrainsAndRoundTrips) {
   Split split = make_split(ds, SplitOptions{});
   TempDir tmp;
   for (const std::string encoder : {"sasrec", "hstu"})
-    for (const std::string loss : {"softmax", "sampled_softmax", "bce"}) {
-      SequentialRecommender m(ds.n_items(), small_options(encoder, loss));
+    for (const std::string variant : {"softmax", "softmax+history_bias", "sampled_softmax", "bce"}) {
+      const std::string loss = variant.substr(0, variant.find('+'));
+      SequentialOptions o = small_options(encoder, loss);
+      o.history_bias = variant != loss;
+      SequentialRecommender m(ds.n_items(), o);
       int validations = 0;
       EvalOptions eval;
       TrainContext ctx{ds, split, nullptr, &eval, [&](const Recommender&, const nlohmann::json& line, bool) {
@@ -187,12 +222,13 @@ TEST(Sequential, JaggedTrainingStepEqualsPaddedStep) {
     UserEvents ev = ds.user(u);
     batch.push_back(History{u, ev.items, ev.timestamps, ev.size});
   }
-  for (const std::string variant : {"sasrec", "hstu", "hstu-next"}) {
+  for (const std::string variant : {"sasrec", "hstu", "hstu-next", "sasrec-history"}) {
     const std::string encoder = variant.substr(0, variant.find('-'));
     torch::Tensor scores[2];
     for (bool jagged : {true, false}) {
       SequentialOptions o = small_options(encoder, "softmax");
       if (variant == "hstu-next") o.query_time = "next";
+      o.history_bias = variant == "sasrec-history";
       o.dropout = 0;
       o.epochs = 1;
       o.batch_size = ds.n_users();
@@ -225,6 +261,42 @@ TEST(Sequential, ScoresAreQueryTimesItemEmbeddings) {
       EXPECT_LT((q.norm(2, 1) - 1).abs().max().item<double>(), 1e-5);
     }
   }
+}
+
+TEST(Sequential, HistoryBiasAddsLearnedOffsetsByRecency) {
+  Dataset ds = tiny_generated();
+  Split split = make_split(ds, SplitOptions{});
+  SequentialOptions o = small_options("sasrec", "softmax");
+  o.history_bias = true;
+  o.temperature = 0.5;
+  o.max_len = 5;
+  SequentialRecommender m(ds.n_items(), o);
+  EvalOptions eval;
+  m.fit(TrainContext{ds, split, nullptr, &eval, nullptr});
+  // The offset of an item last seen d positions before the query (d = 0: the last item).
+  auto offset_at = [&](int d) {
+    std::vector<int32_t> items(static_cast<size_t>(d + 1));
+    for (int i = 0; i <= d; ++i) items[static_cast<size_t>(i)] = 10 + i;  // distinct; item 10 is d back
+    auto offs = m.history_offsets(History{0, items.data(), nullptr, d + 1});
+    EXPECT_EQ(offs.size(), static_cast<size_t>(d + 1));
+    for (const auto& [item, off] : offs)
+      if (item == 10) return off;
+    ADD_FAILURE() << "item 10 has no offset";
+    return 0.0f;
+  };
+  const float o0 = offset_at(0), o1 = offset_at(1), o2 = offset_at(2), o3 = offset_at(3);
+  EXPECT_EQ(o2, o3);  // distances 2 and 3 share a bucket
+  EXPECT_NE(o0, o1);  // trained apart
+  // Repeats count once, at their latest position; positions before the window (max_len 5) none.
+  const std::vector<int32_t> hist = {9, 3, 4, 3, 5, 6, 7};  // window: 4 3 5 6 7
+  auto offs = m.history_offsets(History{0, hist.data(), nullptr, static_cast<int64_t>(hist.size())});
+  std::map<int32_t, float> got(offs.begin(), offs.end());
+  EXPECT_EQ(got, (std::map<int32_t, float>{{7, o0}, {6, o1}, {5, o2}, {3, o3}, {4, offset_at(4)}}));
+  // score() = query · itemsᵀ + the offsets, nothing else.
+  History h{0, hist.data(), nullptr, static_cast<int64_t>(hist.size())};
+  torch::Tensor diff = m.score({h})[0] - torch::mv(m.item_embeddings(), m.query_embeddings({h})[0]);
+  for (int32_t j = 0; j <= ds.n_items(); ++j)
+    EXPECT_NEAR(diff[j].item<float>(), got.count(j) ? got[j] : 0.0f, 1e-5) << "item " << j;
 }
 
 TEST(Sequential, NextQueryTimeReadsTheRequestTime) {
@@ -342,4 +414,13 @@ TEST(Sequential, BadOptionsAreRejected) {
   o.d_model = 10;
   o.n_heads = 3;
   EXPECT_THROW(SequentialRecommender(10, o), InvalidInput);
+  o = SequentialOptions{};
+  o.history_bias = true;
+  o.loss = "bce";
+  try {
+    SequentialRecommender m(10, o);
+    ADD_FAILURE() << "history_bias with bce accepted";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("model.history_bias needs model.loss = softmax"), std::string::npos) << e.what();
+  }
 }

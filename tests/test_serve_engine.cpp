@@ -156,7 +156,7 @@ struct ServeFixture {
   TempDir tmp;
   fs::path run;
   Dataset ds;
-  ServeFixture(const std::string& query_time = "next") {
+  explicit ServeFixture(const std::string& query_time = "next", bool history_bias = false) {
     GeneratorOptions g;
     g.n_users = 120;
     g.n_items = 60;
@@ -173,6 +173,7 @@ max_len = 10
 n_blocks = 2
 n_heads = 2
 query_time = ")" + query_time + R"("
+history_bias = )" + (history_bias ? "true" : "false") + R"(
 [train]
 epochs = 2
 batch_size = 32
@@ -252,6 +253,30 @@ TEST(ServeEngine, RecommendAfterEventsEqualsRecommendWithTheExtendedHistory) {
     nlohmann::json stats = engine.stats();
     EXPECT_EQ(stats["events_stored"], 6);
     EXPECT_EQ(stats["users_stored"], 2);
+  }
+}
+
+TEST(ServeEngine, HistoryBiasScoresEqualTheModelsOwn) {
+  // The engine scores query · items itself: it must add the model's history offsets as
+  // score() does (seen items kept, so the offsets decide ranks).
+  ServeFixture f("own", true);
+  for (int64_t cache_users : {100, 0}) {
+    serve::EngineOptions o;
+    o.run_dir = f.run;
+    o.state_dir = f.tmp / ("state" + std::to_string(cache_users));
+    o.cache_users = cache_users;
+    serve::Engine engine(o);
+    for (int32_t u : {3, 7, 11}) {
+      UserEvents ev = f.ds.user(u);
+      std::vector<std::string> hist;
+      for (int64_t i = 0; i < ev.size; ++i)
+        hist.push_back(f.ds.items.raw(ev.items[i]) + "@" + std::to_string(ev.timestamps[i]));
+      serve::RecommendQuery q;
+      q.history.user = f.ds.users.raw(u);
+      q.k = 15;
+      q.exclude_seen = false;
+      expect_same_items(engine.recommend(q), cli_recommend(f.run, hist, 15, false));
+    }
   }
 }
 

@@ -51,6 +51,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     options["in_batch"] = cfg.get_bool("model.in_batch", d.in_batch);
     options["temperature"] = cfg.get_double("model.temperature", d.temperature);
     options["l2_norm"] = cfg.get_bool("model.l2_norm", d.l2_norm);
+    options["history_bias"] = cfg.get_bool("model.history_bias", d.history_bias);
     options["epochs"] = cfg.get_int("train.epochs", d.epochs);
     options["batch_size"] = cfg.get_int("train.batch_size", d.batch_size);
     options["jagged"] = cfg.get_bool("train.jagged", d.jagged);

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "genrec/core/error.h"
 #include "genrec/core/log.h"
@@ -23,7 +25,7 @@ nlohmann::json SequentialOptions::to_json() const {
   return {{"encoder", encoder}, {"d_model", d_model},   {"max_len", max_len},       {"n_blocks", n_blocks},
           {"n_heads", n_heads}, {"dropout", dropout},   {"d_qk", d_qk},             {"d_v", d_v},
           {"time_bias", time_bias}, {"query_time", query_time}, {"loss", loss},     {"negatives", negatives},   {"in_batch", in_batch},
-          {"temperature", temperature}, {"l2_norm", l2_norm}, {"input_stage", input_stage}, {"attn_scale", attn_scale}, {"epochs", epochs},   {"batch_size", batch_size}, {"jagged", jagged},
+          {"temperature", temperature}, {"l2_norm", l2_norm}, {"history_bias", history_bias}, {"input_stage", input_stage}, {"attn_scale", attn_scale}, {"epochs", epochs},   {"batch_size", batch_size}, {"jagged", jagged},
           {"lr", lr},           {"weight_decay", weight_decay}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},  {"seed", seed}};
@@ -34,7 +36,7 @@ SequentialOptions SequentialOptions::from_json(const nlohmann::json& j) {
 #define GENREC_OPT(name) o.name = j.value(#name, o.name)
   GENREC_OPT(encoder); GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads);
   GENREC_OPT(dropout); GENREC_OPT(d_qk); GENREC_OPT(d_v); GENREC_OPT(time_bias); GENREC_OPT(query_time); GENREC_OPT(loss);
-  GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(input_stage); GENREC_OPT(attn_scale); GENREC_OPT(epochs);
+  GENREC_OPT(negatives); GENREC_OPT(in_batch); GENREC_OPT(temperature); GENREC_OPT(l2_norm); GENREC_OPT(history_bias); GENREC_OPT(input_stage); GENREC_OPT(attn_scale); GENREC_OPT(epochs);
   GENREC_OPT(batch_size); GENREC_OPT(jagged); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(warmup_steps);
   GENREC_OPT(lr_schedule); GENREC_OPT(grad_clip); GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric);
   GENREC_OPT(seed);
@@ -52,6 +54,7 @@ void SequentialOptions::validate() const {
   need(d_model >= 1 && max_len >= 1 && n_blocks >= 1 && n_heads >= 1, "model.d_model, max_len, n_blocks, n_heads must be >= 1");
   need(loss != "sampled_softmax" || negatives >= 1 || in_batch, "model.negatives must be >= 1 (or set model.in_batch)");
   need(temperature > 0, "model.temperature must be > 0");
+  need(!history_bias || loss == "softmax", "model.history_bias needs model.loss = softmax, got '" + loss + "'");
   need(query_time == "own" || query_time == "next", "model.query_time must be own or next, got '" + query_time + "'");
   need(epochs >= 1 && batch_size >= 1, "train.epochs and train.batch_size must be >= 1");
   need(lr > 0, "train.lr must be > 0, got " + std::to_string(lr));
@@ -64,6 +67,19 @@ void SequentialOptions::validate() const {
 // Network and training state
 
 namespace {
+
+// History bias: an item last seen d positions before the query position (d = 0: the query
+// position's own item) gets the offset of bucket 0, 1 (d = 0, 1), else 1 + floor(log2 d), capped.
+constexpr int64_t kHistoryBuckets = 8;
+int64_t history_bucket(int64_t d) {
+  if (d <= 1) return d;
+  int64_t b = 1;
+  while (d > 1) {
+    d >>= 1;
+    ++b;
+  }
+  return std::min<int64_t>(b, kHistoryBuckets - 1);
+}
 
 struct NetImpl : torch::nn::Module {
   NetImpl(int32_t n_items, const SequentialOptions& o) {
@@ -88,9 +104,11 @@ struct NetImpl : torch::nn::Module {
                                                                           .input_stage(o.input_stage)
                                                                           .attn_scale(o.attn_scale)));
     }
+    if (o.history_bias) history_bias = register_parameter("history_bias", torch::zeros({kHistoryBuckets}));
   }
   torch::nn::Embedding items{nullptr};
   std::shared_ptr<SequenceEncoderImpl> encoder;
+  torch::Tensor history_bias;  // [kHistoryBuckets] logit offsets (options.history_bias)
 };
 TORCH_MODULE(Net);
 
@@ -102,6 +120,43 @@ struct Batch {
   torch::Tensor timestamps;  // [B, T] int64 or undefined
   torch::Tensor query_times; // [B, T] int64 or undefined (query_time = own)
 };
+
+// The history-bias slots of a right-padded batch: query position t of row b sees slot j (the item
+// at position j) when j <= t and the item does not occur again in (j, t] (one slot per distinct
+// item, its latest position), with the offset of bucket history_bucket(t - j).
+struct HistorySlots {
+  torch::Tensor mask;           // [B, T, T] bool
+  torch::Tensor offsets;        // [B, T, T] logit offsets (0 where masked)
+  torch::Tensor target_offset;  // [B, T] offset of the position's target (0 when not in a slot)
+};
+
+HistorySlots history_slots(const torch::Tensor& items, const torch::Tensor& lengths, const torch::Tensor& targets,
+                           const torch::Tensor& bias) {
+  const int64_t B = items.size(0), T = items.size(1);
+  auto it = items.accessor<int64_t, 2>();
+  auto len = lengths.accessor<int64_t, 1>();
+  std::vector<int64_t> bucket(static_cast<size_t>(B * T * T), -1), next(static_cast<size_t>(T));
+  for (int64_t r = 0; r < B; ++r) {
+    std::unordered_map<int64_t, int64_t> later;  // item -> its next position
+    for (int64_t j = len[r] - 1; j >= 0; --j) {
+      auto f = later.find(it[r][j]);
+      next[static_cast<size_t>(j)] = f == later.end() ? T : f->second;
+      later[it[r][j]] = j;
+    }
+    for (int64_t t = 0; t < len[r]; ++t)
+      for (int64_t j = 0; j <= t; ++j)
+        if (t < next[static_cast<size_t>(j)]) bucket[static_cast<size_t>((r * T + t) * T + j)] = history_bucket(t - j);
+  }
+  torch::Tensor bk = torch::tensor(bucket, torch::kLong).view({B, T, T});
+  HistorySlots s;
+  s.mask = bk >= 0;
+  s.offsets = bias.index({bk.clamp_min(0)}) * s.mask.to(bias.scalar_type());
+  if (targets.defined()) {
+    torch::Tensor same = items.unsqueeze(1) == targets.unsqueeze(2);  // [B, T(query), T(slot)]
+    s.target_offset = (s.offsets * (same & s.mask).to(bias.scalar_type())).sum(2);
+  }
+  return s;
+}
 
 }  // namespace
 
@@ -281,10 +336,38 @@ torch::Tensor SequentialRecommender::item_embeddings() const {
   return table;
 }
 
+std::vector<std::pair<int32_t, float>> SequentialRecommender::history_offsets(const History& h) const {
+  std::vector<std::pair<int32_t, float>> out;
+  if (!options_.history_bias) return out;
+  torch::Tensor bias = state_->net->history_bias.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  const float* b = bias.data_ptr<float>();
+  // The query is the last position of the window; scores are logits · temperature.
+  const int64_t w = std::max<int64_t>(0, h.size - options_.max_len);
+  std::unordered_set<int32_t> done;
+  for (int64_t j = h.size - 1; j >= w; --j)
+    if (h.items[j] > 0 && done.insert(h.items[j]).second)
+      out.emplace_back(h.items[j], b[history_bucket(h.size - 1 - j)] * static_cast<float>(options_.temperature));
+  return out;
+}
+
 torch::Tensor SequentialRecommender::score(const std::vector<History>& batch) {
   torch::Tensor q = query_embeddings(batch);  // [B, D]
   torch::NoGradGuard ng;
-  return torch::matmul(q, item_embeddings().t());
+  torch::Tensor s = torch::matmul(q, item_embeddings().t());
+  if (options_.history_bias) {
+    std::vector<int64_t> rows, cols;
+    std::vector<float> vals;
+    for (size_t r = 0; r < batch.size(); ++r)
+      for (const auto& [item, off] : history_offsets(batch[r])) {
+        rows.push_back(static_cast<int64_t>(r));
+        cols.push_back(item);
+        vals.push_back(off);
+      }
+    if (!rows.empty())
+      s.index_put_({torch::tensor(rows, torch::kLong), torch::tensor(cols, torch::kLong)},
+                   torch::tensor(vals, torch::kFloat).to(s.scalar_type()), /*accumulate=*/true);
+  }
+  return s;
 }
 
 void SequentialRecommender::fit(const TrainContext& ctx) {
@@ -367,7 +450,15 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
         table = F::normalize(table, F::NormalizeFuncOptions().dim(-1));
       }
       torch::Tensor loss;
-      if (o.loss == "softmax") {
+      if (o.loss == "softmax" && o.history_bias) {
+        torch::Tensor hn = h;
+        if (o.l2_norm) hn = torch::nn::functional::normalize(h, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+        HistorySlots s = history_slots(b.items, b.lengths, b.targets, net->history_bias);
+        torch::Tensor dots = torch::bmm(hn, table.index({b.items}).transpose(1, 2));  // [B, T(query), T(slot)]
+        loss = full_softmax_loss_with_offsets(hv, table, targets, o.temperature, dots.index({valid}),
+                                              s.offsets.index({valid}), s.mask.index({valid}),
+                                              s.target_offset.index({valid}));
+      } else if (o.loss == "softmax") {
         loss = full_softmax_loss(hv, table, targets, o.temperature);
       } else if (o.loss == "sampled_softmax") {
         std::vector<torch::Tensor> ids, logq;

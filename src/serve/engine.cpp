@@ -282,6 +282,7 @@ struct Engine::Impl {
       RecommendReply reply;
       std::vector<int32_t> seen;
       torch::Tensor query;  // [D] (two-tower)
+      std::vector<std::pair<int32_t, float>> offsets;  // the model's history offsets (two-tower)
       // Non-two-tower models: the history to score.
       std::vector<int32_t> items;
       std::vector<int64_t> times;
@@ -333,6 +334,7 @@ struct Engine::Impl {
               r.query = m.ckpt.model->query_embeddings({h})[0];
               positions_encoded += h.size;
             }
+            r.offsets = m.ckpt.model->history_offsets(h);
           } else {
             r.items.assign(h.items, h.items + h.size);
             if (h.timestamps) r.times.assign(h.timestamps, h.timestamps + h.size);
@@ -380,7 +382,8 @@ struct Engine::Impl {
     std::vector<uint8_t> exclude;
     for (size_t b = 0; b < model_rows.size(); ++b) {
       Row& r = rows[model_rows[b]];
-      const float* row = scores.data_ptr<float>() + static_cast<int64_t>(b) * (n_items + 1);
+      float* row = scores.data_ptr<float>() + static_cast<int64_t>(b) * (n_items + 1);
+      for (const auto& [item, off] : r.offsets) row[item] += off;  // as the model's own score()
       const uint8_t* ex = nullptr;
       if (!r.seen.empty()) {
         exclude.assign(static_cast<size_t>(n_items) + 1, 0);

@@ -66,7 +66,59 @@ struct ChunkedSoftmaxCE : public torch::autograd::Function<ChunkedSoftmaxCE> {
   }
 };
 
+// Row-wise log-sum-exp of h·Eᵀ / temperature over items 1..V of the table, chunk by chunk (as
+// ChunkedSoftmaxCE); differentiable in h and the table for any upstream gradient.
+struct ChunkedLogSumExp : public torch::autograd::Function<ChunkedLogSumExp> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& table,
+                               double temperature) {
+    const int64_t N = h.size(0), chunk = chunk_rows(table.size(0));
+    torch::Tensor hs = h / temperature;
+    torch::Tensor items = table.slice(0, 1);
+    torch::Tensor lse = torch::empty({N}, h.options());
+    for (int64_t b = 0; b < N; b += chunk) {
+      const int64_t e = std::min(N, b + chunk);
+      lse.slice(0, b, e).copy_(torch::logsumexp(torch::mm(hs.slice(0, b, e), items.t()), 1));
+    }
+    ctx->save_for_backward({hs, table, lse});
+    ctx->saved_data["temperature"] = temperature;
+    return {lse};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor &hs = saved[0], &table = saved[1], &lse = saved[2];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const int64_t N = hs.size(0), chunk = chunk_rows(table.size(0));
+    torch::Tensor g = grad_out[0];
+    torch::Tensor items = table.slice(0, 1);
+    torch::Tensor grad_h = torch::empty_like(hs), grad_table = torch::zeros_like(table);
+    torch::Tensor grad_items = grad_table.slice(0, 1);
+    for (int64_t b = 0; b < N; b += chunk) {
+      const int64_t e = std::min(N, b + chunk);
+      torch::Tensor hc = hs.slice(0, b, e);
+      torch::Tensor p = torch::mm(hc, items.t());
+      p.sub_(lse.slice(0, b, e).unsqueeze(1)).exp_().mul_(g.slice(0, b, e).unsqueeze(1));
+      grad_h.slice(0, b, e).copy_(torch::mm(p, items)).div_(temperature);
+      grad_items.addmm_(p.t(), hc);
+    }
+    return {grad_h, grad_table, torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor full_softmax_loss_with_offsets(const torch::Tensor& h, const torch::Tensor& table,
+                                             const torch::Tensor& targets, double temperature,
+                                             const torch::Tensor& slot_dots, const torch::Tensor& slot_offsets,
+                                             const torch::Tensor& slot_mask, const torch::Tensor& target_offset) {
+  torch::Tensor lse = ChunkedLogSumExp::apply(h, table, temperature)[0];  // [N], without offsets
+  torch::Tensor target_logit = (h * table.index({targets})).sum(1) / temperature + target_offset;
+  // Offsets move the mass of the slot items: Z' = Z + sum_k exp(s_k) (exp(o_k) - 1), so
+  // log Z' = log Z + log1p(sum_k softmax_k · expm1(o_k)); the sum is > -1 (softmax_k sum <= 1).
+  torch::Tensor p = torch::exp(slot_dots / temperature - lse.unsqueeze(1)) * slot_mask.to(h.scalar_type());
+  torch::Tensor shift = torch::log1p((p * torch::expm1(slot_offsets)).sum(1).clamp_min(-1.0 + 1e-6));
+  return (lse + shift - target_logit).mean();
+}
 
 torch::Tensor full_softmax_loss(const torch::Tensor& h, const torch::Tensor& table, const torch::Tensor& targets,
                                 double temperature) {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 #include <thread>
+#include <unordered_map>
 
 #include "genrec/core/error.h"
 #include "genrec/core/io.h"
@@ -526,9 +527,29 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
     torch::Tensor query = ckpt.model->query_embeddings({h}).to(torch::kCPU, torch::kFloat).contiguous();  // [1, D]
     std::vector<std::vector<int32_t>> exclude;
     if (req.exclude_seen) exclude.push_back(hist_items);
-    SearchResult top = index.search(query.data_ptr<float>(), 1, req.k, exclude);
-    for (int64_t r = 0; r < top.k && top.id(0, r) != 0; ++r)
-      list.push_back({{"rank", r + 1}, {"item", items.raw(top.id(0, r))}, {"score", top.score(0, r)}});
+    // A model with history offsets (score = q·e + offset for history items): search deep enough
+    // that re-ranking the returned items with their offsets, next to every offset item scored
+    // exactly, gives the model's own top k over what the index finds.
+    const std::vector<std::pair<int32_t, float>> offsets = ckpt.model->history_offsets(h);
+    SearchResult top = index.search(query.data_ptr<float>(), 1, req.k + static_cast<int64_t>(offsets.size()), exclude);
+    std::unordered_map<int32_t, float> off(offsets.begin(), offsets.end());
+    std::vector<std::pair<float, int32_t>> ranked;
+    for (int64_t r = 0; r < top.k && top.id(0, r) != 0; ++r) {
+      auto f = off.find(top.id(0, r));
+      ranked.emplace_back(top.score(0, r) + (f == off.end() ? 0.0f : f->second), top.id(0, r));
+      if (f != off.end()) off.erase(f);
+    }
+    const float* q = query.data_ptr<float>();
+    for (const auto& [item, o] : off) {
+      if (req.exclude_seen) continue;  // every offset item is a seen item
+      const float* e = table.data_ptr<float>() + static_cast<int64_t>(item) * dim;
+      float dot = 0;
+      for (int64_t d = 0; d < dim; ++d) dot += q[d] * e[d];
+      ranked.emplace_back(dot + o, item);
+    }
+    std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t r = 0; r < ranked.size() && static_cast<int64_t>(r) < req.k; ++r)
+      list.push_back({{"rank", r + 1}, {"item", items.raw(ranked[r].second)}, {"score", ranked[r].first}});
   }
   nlohmann::json out;
   out["user"] = req.user ? nlohmann::json(*req.user) : nlohmann::json(nullptr);

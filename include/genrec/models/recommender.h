@@ -63,6 +63,13 @@ class Recommender : public Scorer {
   // undefined tensors.
   virtual torch::Tensor query_embeddings(const std::vector<History>& batch) { (void)batch; return {}; }  // [B, D]
   virtual torch::Tensor item_embeddings() const { return {}; }  // [n_items + 1, D], row 0 = padding
+  // Score offsets of items of the history (a learned repeat bias): when non-empty, score(batch)
+  // row b == query_embeddings · item_embeddings()ᵀ plus these (item, offset) pairs, so a search
+  // over the vectors must add them (search k + |offsets|, then re-rank).
+  virtual std::vector<std::pair<int32_t, float>> history_offsets(const History& h) const {
+    (void)h;
+    return {};
+  }
 };
 
 // Model names make_recommender() accepts.

@@ -41,6 +41,8 @@ struct SequentialOptions {
   bool in_batch = false;           // sampled_softmax: also the batch's targets, log-Q corrected
   double temperature = 1.0;        // logits / temperature
   bool l2_norm = false;            // L2-normalise hidden states and item embeddings
+  bool history_bias = false;       // learned logit offset for items already in the history, by
+                                   // recency bucket (how likely a repeat is; softmax loss only)
   // training
   int64_t epochs = 200;
   int64_t batch_size = 128;
@@ -85,6 +87,7 @@ class SequentialRecommender : public Recommender {
   torch::Tensor score(const std::vector<History>& batch) override;
   torch::Tensor query_embeddings(const std::vector<History>& batch) override;
   torch::Tensor item_embeddings() const override;
+  std::vector<std::pair<int32_t, float>> history_offsets(const History& h) const override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
 
