@@ -293,7 +293,7 @@ struct Engine::Impl {
       try {
         if (j.query.deadline && Clock::now() > *j.query.deadline)
           throw DeadlineExceeded("recommend: the request timed out before it was scored");
-        Row r{&j, {}, {}, {}, {}, {}};
+        Row r{&j, {}, {}, {}, {}, {}, {}};
         r.reply.model = m.ckpt.model->type();
         r.reply.ignored_items = j.ignored;
         History h;
