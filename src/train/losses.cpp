@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 namespace genrec {
 
@@ -15,6 +16,30 @@ using torch::autograd::variable_list;
 // Rows per chunk so that one chunk of logits stays near 4 MB: small allocations are reused by
 // the allocator, while [N, V] logits would be fresh pages (page faults) on every step.
 int64_t chunk_rows(int64_t n_cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(1, n_cols)); }
+
+// The chunked backward of the functions below: per chunk of rows [b, e), p = softmax(hs·itemsᵀ)
+// from the saved log-sum-exp, turned into d loss / d logits by adjust(p, b, e) (in place), then
+// d loss / d h = (p · items) / temperature and d loss / d items += pᵀ · hs (hs = h / temperature).
+// Returns {grad_h, grad_table}; the padding row of the table gets no gradient.
+template <typename Adjust>
+std::pair<torch::Tensor, torch::Tensor> chunked_softmax_backward(const torch::Tensor& hs, const torch::Tensor& table,
+                                                                 const torch::Tensor& lse, double temperature,
+                                                                 Adjust adjust) {
+  const int64_t N = hs.size(0), chunk = chunk_rows(table.size(0));
+  torch::Tensor items = table.slice(0, 1);
+  torch::Tensor grad_h = torch::empty_like(hs), grad_table = torch::zeros_like(table);
+  torch::Tensor grad_items = grad_table.slice(0, 1);
+  for (int64_t b = 0; b < N; b += chunk) {
+    const int64_t e = std::min(N, b + chunk);
+    torch::Tensor hc = hs.slice(0, b, e);
+    torch::Tensor p = torch::mm(hc, items.t());
+    p.sub_(lse.slice(0, b, e).unsqueeze(1)).exp_();  // softmax
+    adjust(p, b, e);
+    grad_h.slice(0, b, e).copy_(torch::mm(p, items)).div_(temperature);
+    grad_items.addmm_(p.t(), hc);
+  }
+  return {grad_h, grad_table};
+}
 
 // Softmax cross-entropy over the whole table, computed chunk by chunk in forward and
 // recomputed chunk by chunk in backward: never more than one chunk of logits in memory.
@@ -44,24 +69,13 @@ struct ChunkedSoftmaxCE : public torch::autograd::Function<ChunkedSoftmaxCE> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     const torch::Tensor &hs = saved[0], &table = saved[1], &targets = saved[2], &lse = saved[3];
-    const double temperature = ctx->saved_data["temperature"].toDouble();
-    const int64_t N = hs.size(0), chunk = chunk_rows(table.size(0));
-    const double scale = grad_out[0].item<double>() / static_cast<double>(N);
-    torch::Tensor items = table.slice(0, 1);
+    const double scale = grad_out[0].item<double>() / static_cast<double>(hs.size(0));
     torch::Tensor cols = (targets - 1).unsqueeze(1);
-    torch::Tensor grad_h = torch::empty_like(hs), grad_table = torch::zeros_like(table);
-    torch::Tensor grad_items = grad_table.slice(0, 1);
-    for (int64_t b = 0; b < N; b += chunk) {
-      const int64_t e = std::min(N, b + chunk);
-      torch::Tensor hc = hs.slice(0, b, e);
-      torch::Tensor p = torch::mm(hc, items.t());
-      p.sub_(lse.slice(0, b, e).unsqueeze(1)).exp_();  // softmax
-      p.scatter_add_(1, cols.slice(0, b, e), torch::full({e - b, 1}, -1.0, p.options()));
-      p.mul_(scale);
-      // d loss / d h = (p · items) / temperature; d loss / d items = pᵀ · (h / temperature)
-      grad_h.slice(0, b, e).copy_(torch::mm(p, items)).div_(temperature);
-      grad_items.addmm_(p.t(), hc);
-    }
+    auto [grad_h, grad_table] = chunked_softmax_backward(
+        hs, table, lse, ctx->saved_data["temperature"].toDouble(), [&](torch::Tensor& p, int64_t b, int64_t e) {
+          p.scatter_add_(1, cols.slice(0, b, e), torch::full({e - b, 1}, -1.0, p.options()));
+          p.mul_(scale);
+        });
     return {grad_h, grad_table, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -87,20 +101,10 @@ struct ChunkedLogSumExp : public torch::autograd::Function<ChunkedLogSumExp> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     const torch::Tensor &hs = saved[0], &table = saved[1], &lse = saved[2];
-    const double temperature = ctx->saved_data["temperature"].toDouble();
-    const int64_t N = hs.size(0), chunk = chunk_rows(table.size(0));
-    torch::Tensor g = grad_out[0];
-    torch::Tensor items = table.slice(0, 1);
-    torch::Tensor grad_h = torch::empty_like(hs), grad_table = torch::zeros_like(table);
-    torch::Tensor grad_items = grad_table.slice(0, 1);
-    for (int64_t b = 0; b < N; b += chunk) {
-      const int64_t e = std::min(N, b + chunk);
-      torch::Tensor hc = hs.slice(0, b, e);
-      torch::Tensor p = torch::mm(hc, items.t());
-      p.sub_(lse.slice(0, b, e).unsqueeze(1)).exp_().mul_(g.slice(0, b, e).unsqueeze(1));
-      grad_h.slice(0, b, e).copy_(torch::mm(p, items)).div_(temperature);
-      grad_items.addmm_(p.t(), hc);
-    }
+    const torch::Tensor& g = grad_out[0];
+    auto [grad_h, grad_table] = chunked_softmax_backward(
+        hs, table, lse, ctx->saved_data["temperature"].toDouble(),
+        [&](torch::Tensor& p, int64_t b, int64_t e) { p.mul_(g.slice(0, b, e).unsqueeze(1)); });
     return {grad_h, grad_table, torch::Tensor()};
   }
 };
