@@ -112,6 +112,29 @@ TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
   EXPECT_EQ((s[0] > -1e29).sum().item<int64_t>(), 20);
 }
 
+// Batches are padded only to their longest history: a history's scores must not depend on what
+// else is in its batch (longer or shorter rows, more than max_items items, an empty one).
+TEST(Tiger, ScoresDoNotDependOnTheRestOfTheBatch) {
+  SemanticIds sid = random_sid(60, {6, 5, 4}, 4);
+  TigerRecommender model(60, tiny_options(), sid);  // max_items 5
+  std::vector<std::vector<int32_t>> items = {{3}, {10, 11, 12, 13, 14, 15, 16, 17}, {}, {60, 2}};
+  std::vector<History> all = histories(items);
+  torch::Tensor together = model.exhaustive_log_probs(all);
+  std::vector<BeamResult> beams = model.beam_search(all, 7);
+  for (size_t b = 0; b < all.size(); ++b) {
+    std::vector<History> one = {all[b]};
+    torch::Tensor alone = model.exhaustive_log_probs(one);
+    EXPECT_LT((alone[0] - together[static_cast<int64_t>(b)]).narrow(0, 1, 60).abs().max().item<float>(), 1e-5) << "row " << b;
+    BeamResult br = model.beam_search(one, 7)[0];
+    EXPECT_EQ(br.items, beams[b].items) << "row " << b;
+    for (size_t r = 0; r < br.scores.size(); ++r) EXPECT_NEAR(br.scores[r], beams[b].scores[r], 1e-5);
+  }
+  // Only the last max_items items are read: a longer history with the same tail scores the same.
+  std::vector<int32_t> tail = {13, 14, 15, 16, 17};
+  torch::Tensor t = model.exhaustive_log_probs({History{2, tail.data(), nullptr, 5}});  // same user as row 1
+  EXPECT_LT((t[0] - together[1]).narrow(0, 1, 60).abs().max().item<float>(), 1e-5);
+}
+
 TEST(Tiger, TrainsSavesAndLoads) {
   TempDir tmp;
   GeneratorOptions g;
@@ -196,7 +219,9 @@ TEST(Tiger, ColdFractionOpensPlacesToItemsWithoutTrainingEvents) {
       ASSERT_GE(item, 1);
       ASSERT_LE(item, 200);
       EXPECT_TRUE(seen.insert(item).second) << "duplicate item " << item;
-      if (r > 0) EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+      if (r > 0) {
+        EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+      }
       const float e = exact[static_cast<int64_t>(b)][item].item<float>();
       if (counts[static_cast<size_t>(item)] > 0) {
         EXPECT_NEAR(res[b].scores[r], e, 1e-4) << "warm items keep their exact score";
@@ -208,7 +233,9 @@ TEST(Tiger, ColdFractionOpensPlacesToItemsWithoutTrainingEvents) {
       const int32_t prefix = sid.item_codes(item)[0];  // levels 0..1 are the prefix; level 0 + 1 below
       const int32_t key = prefix * 16 + sid.item_codes(item)[1];
       auto [it, fresh] = cold_score_of_prefix.emplace(key, res[b].scores[r]);
-      if (!fresh) EXPECT_NEAR(it->second, res[b].scores[r], 1e-5);
+      if (!fresh) {
+        EXPECT_NEAR(it->second, res[b].scores[r], 1e-5);
+      }
     }
     EXPECT_EQ(n_cold, 5) << "user " << b << ": cold items fill exactly their 5 places";
   }

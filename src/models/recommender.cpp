@@ -81,6 +81,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.cold_fraction = cfg.get_double("model.cold_fraction", d.cold_fraction);
     d.epochs = cfg.get_int("train.epochs", d.epochs);
     d.batch_size = cfg.get_int("train.batch_size", d.batch_size);
+    d.jagged = cfg.get_bool("train.jagged", d.jagged);
     d.lr = cfg.get_double("train.lr", d.lr);
     d.weight_decay = cfg.get_double("train.weight_decay", d.weight_decay);
     d.warmup_steps = cfg.get_int("train.warmup_steps", d.warmup_steps);

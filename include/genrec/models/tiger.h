@@ -50,6 +50,7 @@ struct TigerOptions {
   // training
   int64_t epochs = 100;
   int64_t batch_size = 256;
+  bool jagged = true;               // length-bucketed batches, each padded to its longest history
   double lr = 1e-3;
   double weight_decay = 0.0;
   int64_t warmup_steps = 0;
