@@ -2,6 +2,8 @@
 // Ranker training/evaluation path (rank/ranker.h) and `genrec rank`.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -205,6 +207,11 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
     for (const char* key : {"action:like/auc", "action:like/gauc", "action:like/logloss", "action:skip/auc", "rating/rmse"})
       ASSERT_TRUE(test.metrics.count(key)) << type << " " << key;
     EXPECT_GT(test.metrics.at("candidates"), 100);
+    // The breakdown by whether the user has events before the cut covers every candidate.
+    EXPECT_EQ(test.metrics.at("no_history/candidates") + test.metrics.at("with_history/candidates"),
+              test.metrics.at("candidates"));
+    EXPECT_GT(test.metrics.at("with_history/candidates"), 0);
+    EXPECT_TRUE(test.metrics.count("with_history/action:skip/auc")) << type;
     // Skips are out-of-cluster items: visible from the history, so a few epochs rank them.
     EXPECT_GT(test.metrics.at("action:skip/auc"), 0.6) << type;
 
@@ -239,6 +246,50 @@ TEST(Ranker, RequestModeTrainsOnHistoryCandidatePairs) {
   }
 }
 
+TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
+  // train.cold_weight: every training event is also scored after an empty history. A new user's
+  // predicted rating of an item (history empty) should then track the item's mean training
+  // rating far better than when only the first event of each training window teaches that case.
+  // (genrank: its empty-history path is the candidate token alone; DIN's prediction for an empty
+  // history comes from its target-item path, which every event trains anyway.)
+  Dataset ds = action_dataset();
+  SplitOptions so;
+  so.kind = "temporal";
+  Split split = make_split(ds, so);
+  std::vector<double> sum(static_cast<size_t>(ds.n_items() + 1), 0.0), n(sum.size(), 0.0);
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    UserEvents ev = ds.user(u);
+    for (int64_t t = 0; t < split.train_end[static_cast<size_t>(u)]; ++t) {
+      sum[static_cast<size_t>(ev.items[t])] += ev.ratings[t];
+      n[static_cast<size_t>(ev.items[t])] += 1;
+    }
+  }
+  std::vector<int32_t> items;
+  for (int32_t i = 1; i <= ds.n_items(); ++i)
+    if (n[static_cast<size_t>(i)] >= 20) items.push_back(i);
+  ASSERT_GT(items.size(), 30u);
+  for (const std::string type : {"genrank"}) {
+    std::vector<double> err;
+    for (double w : {0.0, 1.0}) {
+      RankerOptions o = small_ranker(type);
+      o.tasks = {"rating"};
+      o.cold_weight = w;
+      RankData rd = make_rank_data(ds, o.data_options());
+      Ranker r(o, ds.n_items(), rd.n_feedback);
+      r.fit(RankTrainContext{ds, rd, split, nullptr, nullptr});
+      torch::Tensor s = r.score({}, {}, {}, items);  // [M, 1]: ratings predicted for a new user
+      double e = 0;
+      for (size_t m = 0; m < items.size(); ++m) {
+        const double mean = sum[static_cast<size_t>(items[m])] / n[static_cast<size_t>(items[m])];
+        e += std::pow(s[static_cast<int64_t>(m)][0].item<float>() - mean, 2);
+      }
+      err.push_back(std::sqrt(e / static_cast<double>(items.size())));
+    }
+    std::printf("%s: RMSE to the item means %.4f without, %.4f with\n", type.c_str(), err[0], err[1]);
+    EXPECT_LT(err[1], 0.7 * err[0]) << type << ": RMSE to the item means without " << err[0] << ", with " << err[1];
+  }
+}
+
 TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   auto expect = [](RankerOptions o, const std::string& needle) {
     try {
@@ -266,6 +317,9 @@ TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   o = RankerOptions{};
   o.train_mode = "online";
   expect(o, "train.mode");
+  o = RankerOptions{};
+  o.cold_weight = -1;
+  expect(o, "train.cold_weight");
   // A leave-one-out split is not a ranking split.
   Dataset ds = action_dataset();
   Split loo = make_split(ds, SplitOptions{});

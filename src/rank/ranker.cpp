@@ -30,7 +30,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"micro_batch", micro_batch}, {"head_item", head_item}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
-          {"train_mode", train_mode}, {"seed", seed}};
+          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"seed", seed}};
 }
 
 RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
@@ -40,7 +40,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
-  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(seed);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(seed);
 #undef GENREC_OPT
   return o;
 }
@@ -72,6 +72,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.patience = cfg.get_int("train.patience", d.patience);
   o.metric = cfg.get_string("train.metric", d.metric);
   o.train_mode = cfg.get_string("train.mode", d.train_mode);
+  o.cold_weight = cfg.get_double("train.cold_weight", d.cold_weight);
   o.seed = cfg.get_int("train.seed", d.seed);
   o.validate();
   return o;
@@ -112,6 +113,7 @@ void RankerOptions::validate() const {
   need(eval_every >= 1 && patience >= 1, "train.eval_every and train.patience must be >= 1");
   need(train_mode == "sequence" || train_mode == "requests",
        "train.mode must be sequence or requests, got '" + train_mode + "'");
+  need(cold_weight >= 0 && std::isfinite(cold_weight), "train.cold_weight must be a finite number >= 0");
   const std::string m = resolved_metric();
   const auto slash = m.rfind('/');
   bool ok = slash != std::string::npos &&
@@ -306,6 +308,19 @@ void Ranker::fit(const RankTrainContext& ctx) {
         out = net.forward_sequence(seq);
       }
       torch::Tensor loss = rank_loss(out, labels, rd.tasks, o.task_weights, &task_loss);
+      if (o.cold_weight > 0) {
+        // The same targets as candidates of an empty history (context events stay unlabelled).
+        std::vector<std::pair<int64_t, int64_t>> none, targets;
+        for (size_t j = 0; j < batches[bi].size(); ++j) {
+          none.emplace_back(label_from[bi][j], label_from[bi][j]);
+          targets.emplace_back(label_from[bi][j], batches[bi][j].second);
+        }
+        torch::Tensor cold_labels;
+        RankSeq h = make_seq(ds, rd, none, with_time, nullptr);
+        RankSeq c = make_seq(ds, rd, targets, with_time, &cold_labels);
+        torch::Tensor cold_out = net.forward_candidates(h, RankCandidates{c.items, c.times, c.lengths});
+        loss = loss + o.cold_weight * rank_loss(cold_out, cold_labels, rd.tasks, o.task_weights, nullptr);
+      }
       st.optimizer->zero_grad();
       loss.backward();
       if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net.parameters(), o.grad_clip);
@@ -377,6 +392,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   net.eval();
   std::vector<int32_t> users;
   std::vector<float> outputs, labels;
+  std::vector<uint8_t> has_history;  // per candidate row
   ProgressTracker tracker(std::string("eval ") + split_part_name(part), static_cast<int64_t>(reqs.size()), "users",
                           progress);
   // Requests in groups bounded by their candidate count, so memory stays flat.
@@ -404,6 +420,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
       const auto b = static_cast<int64_t>(r - r0);
       for (int64_t j = 0; j < reqs[r].cand_end - reqs[r].cand_begin; ++j) {
         users.push_back(reqs[r].user);
+        has_history.push_back(reqs[r].hist_end > reqs[r].hist_begin ? 1 : 0);
         for (int64_t k = 0; k < K; ++k) {
           outputs.push_back(oa[b][j][k]);
           labels.push_back(la[b][j][k]);
@@ -424,6 +441,22 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   result.n_users = static_cast<int64_t>(reqs.size());
   result.metrics = ranking_metrics(rd.tasks, users, outputs, labels);
   result.metrics["candidates"] = static_cast<double>(users.size());
+  // The same metrics over the candidates of users without any event before the cut (new users:
+  // only the candidate itself informs the score) and of users with a history.
+  for (const uint8_t with : {uint8_t{0}, uint8_t{1}}) {
+    std::vector<int32_t> su;
+    std::vector<float> so, sl;
+    for (size_t i = 0; i < users.size(); ++i) {
+      if (has_history[i] != with) continue;
+      su.push_back(users[i]);
+      so.insert(so.end(), outputs.begin() + static_cast<long>(i * K), outputs.begin() + static_cast<long>((i + 1) * K));
+      sl.insert(sl.end(), labels.begin() + static_cast<long>(i * K), labels.begin() + static_cast<long>((i + 1) * K));
+    }
+    const std::string prefix = with ? "with_history/" : "no_history/";
+    result.metrics[prefix + "candidates"] = static_cast<double>(su.size());
+    if (su.empty()) continue;
+    for (const auto& [key, value] : ranking_metrics(rd.tasks, su, so, sl)) result.metrics[prefix + key] = value;
+  }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

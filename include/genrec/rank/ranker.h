@@ -64,6 +64,10 @@ struct RankerOptions {
   // requests: per window a random cut, candidates = the events from the cut on, each seeing
   // only the history before the cut (how evaluation and serving ask), scored in one pass.
   std::string train_mode = "sequence";
+  // > 0: every training target is also scored as a candidate after an empty history (a user
+  // seen for the first time), and that loss is added with this weight: the model's prior for
+  // users without history learns from every event, not only from users' first events.
+  double cold_weight = 0.0;
   int64_t seed = 42;
 
   nlohmann::json to_json() const;
