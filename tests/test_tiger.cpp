@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
@@ -181,6 +182,26 @@ threads = 1
   }
   EvalResult again = eval_run(tmp / "run", SplitPart::Test);
   EXPECT_EQ(again.metrics, r.test.metrics);
+
+  // `recommend` widens the beam to k (here above the configured beam of 10), and by the history
+  // when seen items are left out, so every returned item is a real beam result.
+  for (const bool exclude : {false, true}) {
+    RecommendRequest rq;
+    rq.history = std::vector<std::string>{"1", "2", "3", "4", "5", "6"};
+    rq.k = 15;
+    rq.exclude_seen = exclude;
+    nlohmann::json out = recommend_run(tmp / "run", rq);
+    ASSERT_EQ(out["items"].size(), 15u) << out.dump();
+    std::set<std::string> got;
+    for (const auto& e : out["items"]) {
+      EXPECT_GT(e["score"].get<double>(), -1e29) << out.dump();
+      got.insert(e["item"].get<std::string>());
+      if (exclude) {
+        EXPECT_EQ(std::count(rq.history->begin(), rq.history->end(), e["item"].get<std::string>()), 0) << out.dump();
+      }
+    }
+    EXPECT_EQ(got.size(), 15u);
+  }
 }
 
 TEST(Tiger, BadOptionsAndMismatchedCodes) {

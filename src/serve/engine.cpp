@@ -391,7 +391,8 @@ struct Engine::Impl {
         ex = exclude.data();
       }
       for (int32_t it : top_k_items(row, n_items, r.job->query.k, ex))
-        r.reply.items.push_back(ScoredItem{m.ckpt.items.raw(it), row[it]});
+        if (row[it] > -1e29f)  // TIGER scores only its beam's items (every other one is -1e30)
+          r.reply.items.push_back(ScoredItem{m.ckpt.items.raw(it), row[it]});
       r.reply.batch_size = static_cast<int64_t>(rows.size());
       r.job->promise.set_value(std::move(r.reply));
     }

@@ -506,6 +506,23 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
   h.size = static_cast<int64_t>(hist_items.size());
   h.request_time = req.request_time;
 
+  if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {
+    // TIGER scores only its beam's items: the beam must hold k items, plus the history's items
+    // when those are left out. Cold start as the run was configured (model.cold_fraction).
+    const nlohmann::json saved = ckpt.model->options();
+    std::vector<int32_t> seen = hist_items;
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    const int64_t need = req.k + (req.exclude_seen ? static_cast<int64_t>(seen.size()) : 0);
+    tiger->set_beam(std::max(saved.value("beam", int64_t{20}), need));
+    const double cold = saved.value("cold_fraction", 0.0);
+    if (cold > 0) {
+      if (!req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
+      tiger->set_cold_items(train_item_counts(ds, make_split(ds, s.split)));
+      tiger->set_cold_fraction(cold);
+    }
+  }
+
   nlohmann::json list = nlohmann::json::array();
   if (index_options.kind == "exact") {
     // The model's own scores over the whole catalogue (any model).
