@@ -290,6 +290,54 @@ TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
   }
 }
 
+TEST(Ranker, TrainingSequencesLabelEveryEventOnceAfterTheirContext) {
+  Dataset ds = action_dataset();
+  SplitOptions so;
+  so.kind = "temporal";
+  Split split = make_split(ds, so);
+  int64_t n_train = 0;
+  for (int32_t u = 1; u <= ds.n_users(); ++u) n_train += split.train_end[static_cast<size_t>(u)];
+  struct Case {
+    std::string type;
+    int64_t context, reach, span;  // train.context; context read before a window; targets per window
+  };
+  // genrank: max_len 30 = context + targets; din: windows of max_len targets after max_len events.
+  for (const Case& c : {Case{"genrank", 0, 0, 30}, Case{"genrank", 10, 10, 20}, Case{"din", 0, 30, 30}}) {
+    RankerOptions o = small_ranker(c.type);
+    o.train_context = c.context;
+    RankData rd = make_rank_data(ds, o.data_options());
+    Ranker r(o, ds.n_items(), rd.n_feedback);
+    std::vector<RankTrainSeq> seqs = r.train_sequences(ds, split);
+    std::vector<int> labelled(ds.event_items.size(), 0);
+    int64_t prev_len = 0;
+    for (const RankTrainSeq& q : seqs) {
+      const int64_t first = ds.user_offsets[static_cast<size_t>(q.user)];
+      ASSERT_LE(q.read_begin, q.label_begin);
+      ASSERT_LT(q.label_begin, q.end);
+      ASSERT_LE(q.end, first + split.train_end[static_cast<size_t>(q.user)]);
+      EXPECT_LE(q.end - q.label_begin, c.span) << c.type;
+      EXPECT_EQ(q.label_begin - q.read_begin, std::min(c.reach, q.label_begin - first)) << c.type << " " << c.context;
+      EXPECT_GE(q.end - q.label_begin, prev_len) << "shortest first";
+      prev_len = q.end - q.label_begin;
+      for (int64_t e = q.label_begin; e < q.end; ++e) ++labelled[static_cast<size_t>(e)];
+    }
+    int64_t once = 0;
+    for (int v : labelled) {
+      ASSERT_LE(v, 1);
+      once += v;
+    }
+    EXPECT_EQ(once, n_train) << c.type << " " << c.context;
+  }
+  // With context the model still trains and evaluates.
+  RankerOptions o = small_ranker("genrank");
+  o.train_context = 10;
+  o.epochs = 2;
+  RankData rd = make_rank_data(ds, o.data_options());
+  Ranker r(o, ds.n_items(), rd.n_feedback);
+  r.fit(RankTrainContext{ds, rd, split, nullptr, nullptr});
+  EXPECT_GT(r.evaluate(ds, rd, split, SplitPart::Test).metrics.at("action:skip/auc"), 0.6);
+}
+
 TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   auto expect = [](RankerOptions o, const std::string& needle) {
     try {
@@ -320,6 +368,9 @@ TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   o = RankerOptions{};
   o.cold_weight = -1;
   expect(o, "train.cold_weight");
+  o = RankerOptions{};
+  o.train_context = o.max_len;
+  expect(o, "train.context");
   // A leave-one-out split is not a ranking split.
   Dataset ds = action_dataset();
   Split loo = make_split(ds, SplitOptions{});

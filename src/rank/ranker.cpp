@@ -30,7 +30,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"micro_batch", micro_batch}, {"head_item", head_item}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
-          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"seed", seed}};
+          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"seed", seed}};
 }
 
 RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
@@ -40,7 +40,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
-  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(seed);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(seed);
 #undef GENREC_OPT
   return o;
 }
@@ -73,6 +73,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.metric = cfg.get_string("train.metric", d.metric);
   o.train_mode = cfg.get_string("train.mode", d.train_mode);
   o.cold_weight = cfg.get_double("train.cold_weight", d.cold_weight);
+  if (o.type == "genrank") o.train_context = cfg.get_int("train.context", d.train_context);
   o.seed = cfg.get_int("train.seed", d.seed);
   o.validate();
   return o;
@@ -114,6 +115,7 @@ void RankerOptions::validate() const {
   need(train_mode == "sequence" || train_mode == "requests",
        "train.mode must be sequence or requests, got '" + train_mode + "'");
   need(cold_weight >= 0 && std::isfinite(cold_weight), "train.cold_weight must be a finite number >= 0");
+  need(train_context >= 0 && train_context < max_len, "train.context must be >= 0 and < model.max_len");
   const std::string m = resolved_metric();
   const auto slash = m.rfind('/');
   bool ok = slash != std::string::npos &&
@@ -234,6 +236,29 @@ int64_t Ranker::history_limit() const {
   return options_.type == "genrank" ? std::max<int64_t>(1, options_.max_len - 1) : options_.max_len;
 }
 
+std::vector<RankTrainSeq> Ranker::train_sequences(const Dataset& ds, const Split& split) const {
+  const auto& o = options_;
+  // genrank with train.context C: windows of max_len - C targets, each read after up to C
+  // earlier events of the user (unlabelled), so that no target but a user's first events is
+  // predicted without history; the whole sequence still fits max_len.
+  const int64_t gen_context = o.type == "genrank" && o.train_mode == "sequence" ? o.train_context : 0;
+  // DIN reads a sliding window of max_len events before each target: give its training windows
+  // the max_len events before them as unlabelled context, so that a window's first targets see
+  // as much history as later ones (genrank reads whole windows, as HSTU trains).
+  const int64_t reach = o.type == "din" || o.train_mode == "requests" ? history_limit() : gen_context;
+  std::vector<RankWindow> windows = rank_train_windows(ds, split, o.max_len - gen_context);
+  if (windows.empty()) throw InvalidInput("ranker: no training events before the validation cut");
+  std::stable_sort(windows.begin(), windows.end(),
+                   [](const RankWindow& a, const RankWindow& b) { return a.end - a.begin < b.end - b.begin; });
+  std::vector<RankTrainSeq> out;
+  out.reserve(windows.size());
+  for (const RankWindow& w : windows) {
+    const int64_t first = ds.user_offsets[static_cast<size_t>(w.user)];
+    out.push_back(RankTrainSeq{w.user, std::max(first, w.begin - reach), w.begin, w.end});
+  }
+  return out;
+}
+
 void Ranker::fit(const RankTrainContext& ctx) {
   auto& st = *state_;
   auto& net = *st.net;
@@ -244,23 +269,15 @@ void Ranker::fit(const RankTrainContext& ctx) {
   if (!st.optimizer)
     st.optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(),
                                                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
-  std::vector<RankWindow> windows = rank_train_windows(ds, ctx.split, o.max_len);
-  if (windows.empty()) throw InvalidInput("ranker: no training events before the validation cut");
-  std::stable_sort(windows.begin(), windows.end(),
-                   [](const RankWindow& a, const RankWindow& b) { return a.end - a.begin < b.end - b.begin; });
-  // DIN reads a sliding window of max_len events before each target: give its training windows
-  // the max_len events before them as unlabelled context, so that a window's first targets see
-  // as much history as later ones (genrank reads whole windows, as HSTU trains).
-  const bool context = o.type == "din" || o.train_mode == "requests";
+  const std::vector<RankTrainSeq> seqs = train_sequences(ds, ctx.split);
   std::vector<std::vector<std::pair<int64_t, int64_t>>> batches;
   std::vector<std::vector<int64_t>> label_from;
-  for (size_t i = 0; i < windows.size(); i += static_cast<size_t>(o.batch_size)) {
+  for (size_t i = 0; i < seqs.size(); i += static_cast<size_t>(o.batch_size)) {
     std::vector<std::pair<int64_t, int64_t>> b;
     std::vector<int64_t> from;
-    for (size_t j = i; j < std::min(windows.size(), i + static_cast<size_t>(o.batch_size)); ++j) {
-      const int64_t first = ds.user_offsets[static_cast<size_t>(windows[j].user)];
-      b.emplace_back(context ? std::max(first, windows[j].begin - history_limit()) : windows[j].begin, windows[j].end);
-      from.push_back(windows[j].begin);
+    for (size_t j = i; j < std::min(seqs.size(), i + static_cast<size_t>(o.batch_size)); ++j) {
+      b.emplace_back(seqs[j].read_begin, seqs[j].end);
+      from.push_back(seqs[j].label_begin);
     }
     batches.push_back(std::move(b));
     label_from.push_back(std::move(from));
@@ -269,9 +286,9 @@ void Ranker::fit(const RankTrainContext& ctx) {
   const std::string metric = o.resolved_metric();
   const bool lower = lower_is_better(metric);
   int64_t n_targets = 0;
-  for (const auto& w : windows) n_targets += w.end - w.begin;
+  for (const auto& q : seqs) n_targets += q.end - q.label_begin;
   GENREC_LOG_INFO("%s: %zu training windows (%lld events), %zu batches/epoch, early stopping on valid %s",
-                  o.type.c_str(), windows.size(), static_cast<long long>(n_targets), batches.size(), metric.c_str());
+                  o.type.c_str(), seqs.size(), static_cast<long long>(n_targets), batches.size(), metric.c_str());
 
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
@@ -284,7 +301,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
     auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
     std::vector<double> task_loss(o.tasks.size(), 0.0);
-    ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(windows.size()), "windows",
+    ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(seqs.size()), "windows",
                             ctx.progress);
     for (size_t bi : order) {
       torch::Tensor labels, out;
@@ -364,7 +381,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
                            {"epoch_seconds", train_s},
                            {"valid_seconds", valid_s},
                            {"elapsed_seconds", st.meta.elapsed_seconds},
-                           {"windows_per_second", static_cast<double>(windows.size()) / std::max(train_s, 1e-9)},
+                           {"windows_per_second", static_cast<double>(seqs.size()) / std::max(train_s, 1e-9)},
                            {"best", best},
                            {"best_epoch", st.meta.best_epoch},
                            {"valid", valid.metrics}};

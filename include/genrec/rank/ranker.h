@@ -68,6 +68,10 @@ struct RankerOptions {
   // seen for the first time), and that loss is added with this weight: the model's prior for
   // users without history learns from every event, not only from users' first events.
   double cold_weight = 0.0;
+  // genrank, train.mode = sequence: training windows hold max_len - train_context targets, read
+  // after up to train_context earlier (unlabelled) events of the user; 0 = windows of max_len
+  // targets whose first events are read without history.
+  int64_t train_context = 0;
   int64_t seed = 42;
 
   nlohmann::json to_json() const;
@@ -87,6 +91,11 @@ struct RankTrainContext {
   std::function<void(const nlohmann::json& log_line, bool is_best)> on_validation;
 };
 
+struct RankTrainSeq {
+  int32_t user = 0;
+  int64_t read_begin = 0, label_begin = 0, end = 0;  // global event indices
+};
+
 class Ranker {
  public:
   Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback);
@@ -98,6 +107,9 @@ class Ranker {
   // Events of history a request keeps: max_len (din), max_len - 1 (genrank: the candidate then
   // takes position max_len - 1 at most, a position training has used).
   int64_t history_limit() const;
+  // What one epoch trains on, shortest first: events [read_begin, end) of `user` are read,
+  // [label_begin, end) are targets; every training event is a target exactly once.
+  std::vector<RankTrainSeq> train_sequences(const Dataset& ds, const Split& split) const;
 
   // Trains; at the end the net holds the best validation weights.
   void fit(const RankTrainContext& ctx);
