@@ -119,6 +119,7 @@ TEST(Cli, EveryShippedConfigTrains) {
     for (const char* type : {"sasrec", "hstu", "genrank", "din"})
       neural = neural || text.find(std::string("type = \"") + type + "\"") != std::string::npos;
     std::string extra = neural ? " --set train.epochs=1 --set model.max_len=20" : "";
+    if (text.find("\ncontext = ") != std::string::npos) extra += " --set train.context=5";  // < max_len
     if (text.find("type = \"tiger\"") != std::string::npos) {
       // TIGER needs semantic IDs of this dataset; a small model keeps it quick.
       auto sid = run_cli("-q sid build --data " + q(tmp / "data") + " --features attributes:8 --levels 2 --codebook 8 --out " +
