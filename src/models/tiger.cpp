@@ -88,8 +88,6 @@ void TigerOptions::validate() const {
 
 namespace {
 
-constexpr float kNotReturned = -1e30f;
-
 // Multi-head attention with n_heads heads of width d_kv; keys/values can be projected once and
 // reused (cross-attention over the encoder output, the decoder's self-attention cache).
 struct AttentionImpl : torch::nn::Module {
@@ -510,7 +508,7 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
 
 torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
   std::vector<History> hs = batch;
-  torch::Tensor out = torch::full({static_cast<int64_t>(hs.size()), n_items_ + 1}, kNotReturned);
+  torch::Tensor out = torch::full({static_cast<int64_t>(hs.size()), n_items_ + 1}, TigerRecommender::kNotReturned);
   std::vector<BeamResult> res = beam_search(hs, options_.beam);
   auto a = out.accessor<float, 2>();
   for (size_t b = 0; b < res.size(); ++b)

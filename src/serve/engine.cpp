@@ -19,6 +19,7 @@
 #include "genrec/eval/evaluator.h"
 #include "genrec/models/recommender.h"
 #include "genrec/models/sequential.h"
+#include "genrec/models/tiger.h"
 #include "genrec/rank/rank_data.h"
 #include "genrec/rank/ranker.h"
 #include "genrec/serve/user_store.h"
@@ -391,7 +392,7 @@ struct Engine::Impl {
         ex = exclude.data();
       }
       for (int32_t it : top_k_items(row, n_items, r.job->query.k, ex))
-        if (row[it] > -1e29f)  // TIGER scores only its beam's items (every other one is -1e30)
+        if (row[it] > TigerRecommender::kNotReturned)  // TIGER scores only its beam's items
           r.reply.items.push_back(ScoredItem{m.ckpt.items.raw(it), row[it]});
       r.reply.batch_size = static_cast<int64_t>(rows.size());
       r.job->promise.set_value(std::move(r.reply));

@@ -75,6 +75,8 @@ struct BeamResult {
 
 class TigerRecommender : public Recommender {
  public:
+  // score() gives every item outside the beam this value.
+  static constexpr float kNotReturned = -1e30f;
   // codes: the items' semantic IDs (n_items must match); options.levels / codebook_sizes are
   // taken from it.
   TigerRecommender(int32_t n_items, TigerOptions options, SemanticIds codes);
