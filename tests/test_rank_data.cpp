@@ -190,6 +190,23 @@ TEST(RankData, RequestsOnATemporalSplit) {
             (std::vector<R>{{1, 5, 6, 6, 8}, {5, 17, 17, 17, 19}}));
 }
 
+TEST(RankData, StreamingRequestsReadEachTimestampAfterItsPast) {
+  Dataset ds = requests_dataset();
+  Split s = temporal(7, 9);
+  // One request per candidate timestamp; history = the last max_len events before it.
+  EXPECT_EQ(flat(rank_requests(ds, s, SplitPart::Valid, 3, true)),
+            (std::vector<R>{{1, 3, 6, 6, 7}, {1, 4, 7, 7, 8}, {5, 17, 17, 17, 18}, {5, 17, 18, 18, 19}}));
+  EXPECT_EQ(flat(rank_requests(ds, s, SplitPart::Test, 2, true)),
+            (std::vector<R>{{1, 6, 8, 8, 9}, {1, 7, 9, 9, 10}, {2, 10, 12, 12, 13}, {3, 13, 13, 13, 14},
+                            {3, 13, 14, 14, 15}}));
+  // Events sharing a timestamp are one request: neither reads the other.
+  //  user 1: t = 1, 9, 9, 12   (test cut 9): requests at t = 9 (events 1-2) and t = 12 (event 3)
+  Dataset tied = make({{{1, 1}, {2, 9}, {3, 9}, {4, 12}}}, true, false);
+  EXPECT_EQ(flat(rank_requests(tied, s, SplitPart::Test, 10, true)),
+            (std::vector<R>{{1, 0, 1, 1, 3}, {1, 0, 3, 3, 4}}));
+  EXPECT_EQ(flat(rank_requests(tied, s, SplitPart::Test, 10, false)), (std::vector<R>{{1, 0, 1, 1, 4}}));
+}
+
 TEST(RankData, TrainingWindowsCutFromTheEnd) {
   Dataset ds = requests_dataset();
   Split s = temporal(7, 9);

@@ -119,7 +119,8 @@ RankData make_rank_data(const Dataset& ds, const RankDataOptions& options) {
   return rd;
 }
 
-std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, SplitPart part, int64_t max_len) {
+std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, SplitPart part, int64_t max_len,
+                                       bool streaming) {
   check_request_args(ds, split, max_len);
   std::vector<RankRequest> out;
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
@@ -139,8 +140,27 @@ std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, Sp
       r.cand_end = e;
     }
     if (r.cand_end <= r.cand_begin) continue;
-    r.hist_begin = std::max(b, r.hist_end - max_len);
-    out.push_back(r);
+    if (!streaming) {
+      r.hist_begin = std::max(b, r.hist_end - max_len);
+      out.push_back(r);
+      continue;
+    }
+    // One request per distinct timestamp: events are in time order and every event before the
+    // period is earlier than it, so the history of a group starting at i ends at i.
+    const int64_t cand_end = r.cand_end;
+    for (int64_t i = r.cand_begin; i < cand_end;) {
+      int64_t j = i + 1;
+      const int64_t t = ds.event_timestamps[static_cast<size_t>(i)];
+      while (j < cand_end && ds.event_timestamps[static_cast<size_t>(j)] == t) ++j;
+      RankRequest g;
+      g.user = u;
+      g.hist_end = i;
+      g.hist_begin = std::max(b, i - max_len);
+      g.cand_begin = i;
+      g.cand_end = j;
+      out.push_back(g);
+      i = j;
+    }
   }
   return out;
 }

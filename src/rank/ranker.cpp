@@ -30,7 +30,8 @@ nlohmann::json RankerOptions::to_json() const {
           {"micro_batch", micro_batch}, {"head_item", head_item}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
-          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"seed", seed}};
+          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"ema", ema}, {"seed", seed},
+          {"eval_history", eval_history}};
 }
 
 RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
@@ -40,7 +41,8 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
-  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(seed);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(ema); GENREC_OPT(seed);
+  GENREC_OPT(eval_history);
 #undef GENREC_OPT
   return o;
 }
@@ -74,7 +76,9 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.train_mode = cfg.get_string("train.mode", d.train_mode);
   o.cold_weight = cfg.get_double("train.cold_weight", d.cold_weight);
   if (o.type == "genrank") o.train_context = cfg.get_int("train.context", d.train_context);
+  o.ema = cfg.get_double("train.ema", d.ema);
   o.seed = cfg.get_int("train.seed", d.seed);
+  o.eval_history = cfg.get_string("eval.history", d.eval_history);
   o.validate();
   return o;
 }
@@ -108,6 +112,9 @@ void RankerOptions::validate() const {
   for (double w : task_weights) need(w >= 0 && std::isfinite(w), "model.task_weights must be finite and >= 0");
   need(d_model >= 1 && max_len >= 1, "model.d_model and model.max_len must be >= 1");
   need(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1)");
+  need(ema >= 0 && ema < 1, "train.ema must be in [0, 1) (0 = off), got " + std::to_string(ema));
+  need(eval_history == "cut" || eval_history == "streaming",
+       "eval.history must be cut or streaming, got '" + eval_history + "'");
   need(epochs >= 1 && batch_size >= 1, "train.epochs and train.batch_size must be >= 1");
   need(lr > 0, "train.lr must be > 0");
   need(weight_decay >= 0 && grad_clip >= 0, "train.weight_decay and train.grad_clip must be >= 0");
@@ -200,6 +207,7 @@ struct Ranker::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   Meta meta;
   std::vector<torch::Tensor> best;
+  std::vector<torch::Tensor> ema;  // train.ema > 0: exponential moving average of the parameters
 };
 
 Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
@@ -229,6 +237,13 @@ Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
 Ranker::~Ranker() = default;
 
 RankNetImpl& Ranker::net() { return *state_->net; }
+
+void Ranker::set_eval_history(const std::string& history) {
+  RankerOptions o = options_;
+  o.eval_history = history;
+  o.validate();
+  options_ = o;
+}
 
 int64_t Ranker::history_limit() const {
   // genrank trains on windows of max_len events (positions 0..max_len - 1); a candidate goes at
@@ -344,6 +359,16 @@ void Ranker::fit(const RankTrainContext& ctx) {
       st.optimizer->step();
       loss_sum += loss.item<double>();
       ++st.meta.step;
+      if (o.ema > 0) {
+        // Polyak averaging; the decay ramps up over the first steps so that early weights fade.
+        torch::NoGradGuard ng;
+        const double d = std::min(o.ema, (1.0 + static_cast<double>(st.meta.step)) / (10.0 + static_cast<double>(st.meta.step)));
+        auto params = net.parameters();
+        if (st.ema.empty())
+          for (auto& p : params) st.ema.push_back(p.detach().clone());
+        else
+          for (size_t i = 0; i < params.size(); ++i) st.ema[i].mul_(d).add_(params[i].detach(), 1.0 - d);
+      }
       tracker.advance(static_cast<int64_t>(batches[bi].size()));
     }
     tracker.finish();
@@ -353,6 +378,17 @@ void Ranker::fit(const RankTrainContext& ctx) {
     if (epoch % o.eval_every != 0 && epoch != o.epochs) continue;
 
     auto v0 = std::chrono::steady_clock::now();
+    // With train.ema, validation, the best snapshot and the checkpoints see the averaged weights;
+    // training continues from the raw ones.
+    std::vector<torch::Tensor> raw;
+    if (!st.ema.empty()) {
+      torch::NoGradGuard ng;
+      auto params = net.parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        raw.push_back(params[i].detach().clone());
+        params[i].copy_(st.ema[i]);
+      }
+    }
     EvalResult valid = evaluate(ds, rd, ctx.split, SplitPart::Valid, ctx.progress);
     net.train();
     const double valid_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
@@ -388,6 +424,11 @@ void Ranker::fit(const RankTrainContext& ctx) {
     GENREC_LOG_INFO("%s epoch %lld: loss %.4f, valid %s %.4f%s", o.type.c_str(), static_cast<long long>(epoch),
                     line["loss"].get<double>(), metric.c_str(), value, best ? " (best)" : "");
     if (ctx.on_validation) ctx.on_validation(line, best);
+    if (!raw.empty()) {
+      torch::NoGradGuard ng;
+      auto params = net.parameters();
+      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(raw[i]);
+    }
   }
   if (!st.best.empty()) {
     torch::NoGradGuard ng;
@@ -401,7 +442,8 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   auto t0 = std::chrono::steady_clock::now();
   auto& net = *state_->net;
   const auto& o = options_;
-  std::vector<RankRequest> reqs = rank_requests(ds, split, part, history_limit());
+  const bool streaming = o.eval_history == "streaming";
+  std::vector<RankRequest> reqs = rank_requests(ds, split, part, history_limit(), streaming);
   const bool with_time = ds.has_timestamps() && o.type == "genrank" && o.time_bias;
   const auto K = static_cast<int64_t>(rd.n_tasks());
   torch::NoGradGuard ng;
@@ -412,12 +454,14 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   std::vector<uint8_t> has_history;  // per candidate row
   ProgressTracker tracker(std::string("eval ") + split_part_name(part), static_cast<int64_t>(reqs.size()), "users",
                           progress);
-  // Requests in groups bounded by their candidate count, so memory stays flat.
+  // Requests in groups bounded by their candidate and request counts, so memory stays flat.
   const int64_t max_candidates = 4096;
+  const size_t max_requests = 512;
   for (size_t r0 = 0; r0 < reqs.size();) {
     size_t r1 = r0;
     int64_t m = 0;
-    while (r1 < reqs.size() && (r1 == r0 || m + (reqs[r1].cand_end - reqs[r1].cand_begin) <= max_candidates)) {
+    while (r1 < reqs.size() &&
+           (r1 == r0 || (m + (reqs[r1].cand_end - reqs[r1].cand_begin) <= max_candidates && r1 - r0 < max_requests))) {
       m += reqs[r1].cand_end - reqs[r1].cand_begin;
       ++r1;
     }
@@ -451,12 +495,19 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   if (was_training) net.train();
   EvalResult result;
   result.part = part;
-  result.protocol = "temporal split; history = the user's last " + std::to_string(history_limit()) +
-                    " events before the cut; candidates = the user's events in the " + split_part_name(part) +
-                    " period, scored in one pass each request; per task AUC, GAUC (per-user AUC weighted by events), "
-                    "log-loss, RMSE";
-  result.n_users = static_cast<int64_t>(reqs.size());
+  result.protocol = "temporal split; candidates = the user's events in the " + std::string(split_part_name(part)) +
+                    " period; history = the user's last " + std::to_string(history_limit()) +
+                    (streaming ? " events before each candidate's timestamp (streaming)" : " events before the cut") +
+                    "; candidates of one request scored in one pass; per task AUC, GAUC (per-user AUC weighted by "
+                    "events), log-loss, RMSE";
+  {
+    std::vector<int32_t> distinct;
+    for (const auto& r : reqs) distinct.push_back(r.user);
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());  // requests are listed by user
+    result.n_users = static_cast<int64_t>(distinct.size());
+  }
   result.metrics = ranking_metrics(rd.tasks, users, outputs, labels);
+  result.metrics["requests"] = static_cast<double>(reqs.size());
   result.metrics["candidates"] = static_cast<double>(users.size());
   // The same metrics over the candidates of users without any event before the cut (new users:
   // only the candidate itself informs the score) and of users with a history.
@@ -498,7 +549,10 @@ torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector
   RankCandidates c;
   c.items = torch::tensor(std::vector<int64_t>(candidates.begin(), candidates.end()), torch::kLong).view({1, M});
   c.counts = torch::tensor({M});
-  if (!times.empty() && options_.type == "genrank" && options_.time_bias) {
+  // Times are read when given, or for an empty history with a request time (a new user of a
+  // dataset with timestamps: evaluation then also gives the candidate its time).
+  const bool timed = !times.empty() || (items.empty() && request_time >= 0);
+  if (timed && options_.type == "genrank" && options_.time_bias) {
     GENREC_ASSERT(times.size() == items.size());
     h.times = torch::tensor(std::vector<int64_t>(times.begin() + static_cast<long>(from), times.end()), torch::kLong).view({1, T});
     const int64_t at = request_time >= 0 ? request_time : (times.empty() ? 0 : times.back());

@@ -344,6 +344,8 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     if (r.items.size() != ds.n_items())
       throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(r.items.size()) +
                          " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
+    // The protocol is overridable here: --set eval.history=cut|streaming.
+    r.ranker->set_eval_history(cfg.get_string("eval.history", r.ranker->options().eval_history));
     RankData rd = make_rank_data(ds, r.ranker->options().data_options());
     return r.ranker->evaluate(ds, rd, make_split(ds, s.split), part, progress);
   }

@@ -17,6 +17,10 @@
 //                     candidates = the user's events in [c1, c2)
 //   test requests:    history = the user's last max_len events before c2,
 //                     candidates = the user's events at or after c2
+//   streaming (eval.history = "streaming"): every candidate is instead read after the user's
+//                     last max_len events before its own timestamp (so later events of the
+//                     period see the earlier ones, as a live ranker would); candidates with the
+//                     same timestamp share one request and never see each other.
 // Users without candidates in a part have no request there; an empty history is allowed.
 // Requests are listed by user. "Before c" means timestamp < c (as in make_split).
 //
@@ -78,7 +82,8 @@ struct RankWindow {
 };
 
 // Throw InvalidInput unless split.kind == "temporal", the dataset has timestamps and max_len >= 1.
-std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, SplitPart part, int64_t max_len);
+std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, SplitPart part, int64_t max_len,
+                                       bool streaming = false);
 std::vector<RankWindow> rank_train_windows(const Dataset& ds, const Split& split, int64_t max_len);
 
 }  // namespace genrec

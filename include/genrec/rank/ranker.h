@@ -5,7 +5,8 @@
 // A Ranker owns a RankNet (genrank: the HSTU generative ranker; din: the DIN baseline). Training
 // is teacher-forced: every event of a training window is a target predicted from the events
 // before it and its own item (rank_net.h). Evaluation scores each request's candidates in one
-// pass (M-FALCON for genrank) after the history before the cut (rank_data.h).
+// pass (M-FALCON for genrank) after the history before the cut, or, with eval.history =
+// "streaming", each candidate after the user's events before its own timestamp (rank_data.h).
 //
 //   Ranker r(options, n_items, rank_data.n_feedback);
 //   r.fit(RankTrainContext{ds, rd, split, progress, on_validation});
@@ -72,11 +73,18 @@ struct RankerOptions {
   // after up to train_context earlier (unlabelled) events of the user; 0 = windows of max_len
   // targets whose first events are read without history.
   int64_t train_context = 0;
+  // > 0: an exponential moving average of the weights (this decay per step) is what validation,
+  // early stopping and the checkpoints use; 0 = the raw weights.
+  double ema = 0.0;
   int64_t seed = 42;
+  // evaluation (eval.history): "cut" = every candidate of a period read after the user's history
+  // before the period's cut; "streaming" = each candidate read after the user's events before its
+  // own timestamp, including the period's earlier events (rank_data.h).
+  std::string eval_history = "cut";
 
   nlohmann::json to_json() const;
   static RankerOptions from_json(const nlohmann::json& j);
-  static RankerOptions from_config(Config& cfg);  // model.* and train.* keys
+  static RankerOptions from_config(Config& cfg);  // model.*, train.* and eval.history keys
   void validate() const;
   std::string resolved_metric() const;
   RankDataOptions data_options() const { return RankDataOptions{tasks, like_threshold}; }
@@ -101,6 +109,8 @@ class Ranker {
   Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback);
   ~Ranker();
   const RankerOptions& options() const { return options_; }
+  // eval.history of later evaluate() calls: "cut" | "streaming" (InvalidInput otherwise).
+  void set_eval_history(const std::string& history);
   int32_t n_items() const { return n_items_; }
   int64_t n_feedback() const { return n_feedback_; }
   RankNetImpl& net();
