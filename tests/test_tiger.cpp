@@ -62,7 +62,11 @@ std::vector<History> histories(const std::vector<std::vector<int32_t>>& items) {
 
 TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
   SemanticIds sid = random_sid(30, {4, 3, 3}, 1);
-  TigerRecommender model(30, tiny_options(), sid);
+  for (const std::string input : {"codes", "items"}) {
+  SCOPED_TRACE("encoder_input " + input);
+  TigerOptions o = tiny_options();
+  o.encoder_input = input;
+  TigerRecommender model(30, o, sid);
   std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {7}, {30, 29, 28, 27, 26, 25, 24}};
   std::vector<History> hs = histories(items);
   torch::Tensor exact = model.exhaustive_log_probs(hs);  // [B, 31]
@@ -81,6 +85,7 @@ TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
         EXPECT_NEAR(exact[static_cast<int64_t>(b)][want].item<float>(), exact[static_cast<int64_t>(b)][item].item<float>(), 1e-5);
       }
     }
+  }
   }
 }
 
@@ -117,7 +122,11 @@ TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
 // else is in its batch (longer or shorter rows, more than max_items items, an empty one).
 TEST(Tiger, ScoresDoNotDependOnTheRestOfTheBatch) {
   SemanticIds sid = random_sid(60, {6, 5, 4}, 4);
-  TigerRecommender model(60, tiny_options(), sid);  // max_items 5
+  for (const std::string input : {"codes", "items"}) {
+  SCOPED_TRACE("encoder_input " + input);
+  TigerOptions o = tiny_options();
+  o.encoder_input = input;
+  TigerRecommender model(60, o, sid);  // max_items 5
   std::vector<std::vector<int32_t>> items = {{3}, {10, 11, 12, 13, 14, 15, 16, 17}, {}, {60, 2}};
   std::vector<History> all = histories(items);
   torch::Tensor together = model.exhaustive_log_probs(all);
@@ -134,6 +143,30 @@ TEST(Tiger, ScoresDoNotDependOnTheRestOfTheBatch) {
   std::vector<int32_t> tail = {13, 14, 15, 16, 17};
   torch::Tensor t = model.exhaustive_log_probs({History{2, tail.data(), nullptr, 5}});  // same user as row 1
   EXPECT_LT((t[0] - together[1]).narrow(0, 1, 60).abs().max().item<float>(), 1e-5);
+  // The user token is read (it is its own encoder position with "items"), and so is every item.
+  std::vector<int32_t> same = {10, 11};
+  std::vector<History> users;  // users 1..4: at least two hash buckets of 7
+  for (int32_t u = 1; u <= 4; ++u) users.push_back(History{u, same.data(), nullptr, 2});
+  torch::Tensor by_user = model.exhaustive_log_probs(users);
+  EXPECT_GT((by_user.narrow(0, 1, 3) - by_user[0]).narrow(1, 1, 60).abs().max().item<float>(), 1e-4);
+  std::vector<int32_t> other = {10, 12};
+  torch::Tensor by_item = model.exhaustive_log_probs({History{1, other.data(), nullptr, 2}});
+  EXPECT_GT((by_user[0] - by_item[0]).narrow(0, 1, 60).abs().max().item<float>(), 1e-4);
+  }
+}
+
+TEST(Tiger, ItemEncoderInputOptionRoundTripsAndIsChecked) {
+  TigerOptions o = tiny_options();
+  EXPECT_EQ(o.encoder_input, "codes");  // TIGER's layout by default
+  o.encoder_input = "items";
+  EXPECT_EQ(TigerOptions::from_json(o.to_json()).encoder_input, "items");
+  o.encoder_input = "tokens";
+  try {
+    TigerRecommender(30, o, random_sid(30, {4, 3}, 1));
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("model.encoder_input"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Tiger, TrainsSavesAndLoads) {

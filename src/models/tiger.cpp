@@ -21,7 +21,7 @@ nlohmann::json TigerOptions::to_json() const {
   return {{"sid", sid},           {"levels", levels},         {"codebook_sizes", codebook_sizes},
           {"d_model", d_model},   {"n_heads", n_heads},       {"d_kv", d_kv},
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
-          {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets},
+          {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
           {"beam", beam},         {"epochs", epochs},         {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
@@ -43,6 +43,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.dropout = j.value("dropout", o.dropout);
   o.max_items = j.value("max_items", o.max_items);
   o.user_buckets = j.value("user_buckets", o.user_buckets);
+  o.encoder_input = j.value("encoder_input", o.encoder_input);
   o.beam = j.value("beam", o.beam);
   o.epochs = j.value("epochs", o.epochs);
   o.batch_size = j.value("batch_size", o.batch_size);
@@ -72,6 +73,8 @@ void TigerOptions::validate() const {
   if (!(dropout >= 0 && dropout < 1)) bad("dropout", "must be in [0, 1)");
   if (max_items < 1) bad("max_items", "must be >= 1");
   if (user_buckets < 0) bad("user_buckets", "must be >= 0");
+  if (encoder_input != "codes" && encoder_input != "items")
+    bad("encoder_input", "must be codes or items, got '" + encoder_input + "'");
   if (beam < 1) bad("beam", "must be >= 1");
   if (!(cold_fraction >= 0.0 && cold_fraction <= 1.0)) bad("cold_fraction", "must be in [0, 1]");
   if (epochs < 0) bad("epochs", "must be >= 0");
@@ -236,11 +239,15 @@ struct TigerNetImpl : torch::nn::Module {
     dec_norm = register_module("dec_norm", layer_norm(o.d_model));
     drop = register_module("drop", torch::nn::Dropout(o.dropout));
   }
-  // tokens [B, S] (0 = padding, left-aligned) -> [B, S, D] and keep mask [B, 1, 1, S].
+  // tokens [B, S] (0 = padding, left-aligned) -> [B, S, D] and keep mask [B, 1, 1, S]; or
+  // [B, S, L] (one position per item: the sum of its tokens' embeddings; a position is padding
+  // when its first token is).
   std::pair<torch::Tensor, torch::Tensor> encode(const torch::Tensor& ids) {
     const int64_t S = ids.size(1);
-    torch::Tensor keep = (ids != 0).view({ids.size(0), 1, 1, S});
-    torch::Tensor x = drop(tokens(ids) + enc_pos(torch::arange(S, torch::kLong)).unsqueeze(0));
+    const bool per_item = ids.dim() == 3;
+    torch::Tensor keep = ((per_item ? ids.select(2, 0) : ids) != 0).view({ids.size(0), 1, 1, S});
+    torch::Tensor emb = per_item ? tokens(ids).sum(2) : tokens(ids);
+    torch::Tensor x = drop(emb + enc_pos(torch::arange(S, torch::kLong)).unsqueeze(0));
     for (const auto& m : *enc) x = m->as<EncoderBlockImpl>()->forward(x, keep);
     return {enc_norm(x), keep};
   }
@@ -284,25 +291,34 @@ struct TigerRecommender::State {
 
   // Encoder tokens of histories: [user token] + codes of the last max_items items, left-aligned,
   // padded to the batch's longest row (padding is masked and sits after every real token, so a
-  // row's encoding does not depend on the rest of the batch).
+  // row's encoding does not depend on the rest of the batch). [B, S] with encoder_input =
+  // "codes"; [B, S, L] with "items" (the user token is a position of its own, its other L - 1
+  // slots padding).
   torch::Tensor encoder_tokens(const std::vector<History>& batch, const TigerOptions& o) const {
     const int64_t L = sid.levels;
+    const bool per_item = o.encoder_input == "items";
     int64_t longest = 0;
     for (const History& h : batch) longest = std::max(longest, std::min<int64_t>(h.size, o.max_items));
-    const int64_t width = std::max<int64_t>(1, longest * L + (o.user_buckets > 0 ? 1 : 0));
+    const int64_t positions = std::max<int64_t>(1, longest + (o.user_buckets > 0 ? 1 : 0));
+    const int64_t width = per_item ? positions * L : std::max<int64_t>(1, longest * L + (o.user_buckets > 0 ? 1 : 0));
     std::vector<int64_t> ids(batch.size() * static_cast<size_t>(width), 0);
     for (size_t b = 0; b < batch.size(); ++b) {
       const History& h = batch[b];
       int64_t* row = ids.data() + b * static_cast<size_t>(width);
       int64_t p = 0;
-      if (o.user_buckets > 0) row[p++] = net->user0 + static_cast<int64_t>(hash_user(h.user) % static_cast<uint64_t>(o.user_buckets));
+      if (o.user_buckets > 0) {
+        row[p] = net->user0 + static_cast<int64_t>(hash_user(h.user) % static_cast<uint64_t>(o.user_buckets));
+        p += per_item ? L : 1;
+      }
       const int64_t begin = std::max<int64_t>(0, h.size - o.max_items);
       for (int64_t i = begin; i < h.size; ++i) {
         const int32_t* c = sid.item_codes(h.items[i]);
         for (int64_t l = 0; l < L; ++l) row[p++] = net->offsets[static_cast<size_t>(l)] + c[l];
       }
     }
-    return torch::tensor(ids, torch::kLong).view({static_cast<int64_t>(batch.size()), width});
+    torch::Tensor t = torch::tensor(ids, torch::kLong);
+    const auto B = static_cast<int64_t>(batch.size());
+    return per_item ? t.view({B, positions, L}) : t.view({B, width});
   }
   // Decoder inputs [N, L] (BOS, codes of levels 0..L-2) and targets [N, L] (codes) of items.
   std::pair<torch::Tensor, torch::Tensor> decoder_io(const std::vector<int32_t>& items) const {

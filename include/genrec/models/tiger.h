@@ -5,7 +5,8 @@
 //
 // Network (T5-like, pre-LayerNorm): one embedding table for all tokens (padding, the codes of
 // every level — level l's code c is its own token —, the decoder's BOS, user buckets), learned
-// absolute positions for the encoder and the decoder, `enc_layers` encoder blocks
+// absolute positions for the encoder and the decoder (encoder_input = "items": one encoder
+// position per history item, the sum of its codes' embeddings), `enc_layers` encoder blocks
 // (self-attention + ReLU feed-forward), `dec_layers` decoder blocks (causal self-attention,
 // cross-attention over the encoder output, feed-forward). Attention has n_heads heads of width
 // d_kv (TIGER: 6 × 64 over d_model 128). The decoder's output at step l is scored against the
@@ -43,6 +44,10 @@ struct TigerOptions {
   double dropout = 0.1;
   int64_t max_items = 20;           // history items read by the encoder (the last ones)
   int64_t user_buckets = 0;         // hashed user-id token (TIGER: 2000); 0 = none
+  // Encoder input: "codes" (TIGER: one token per code, L per history item) or "items" (one token
+  // per history item, the sum of its L code embeddings: L times fewer encoder positions; an
+  // item is still known only by its codes, so cold start works the same).
+  std::string encoder_input = "codes";
   int64_t beam = 20;                // beam width at inference (= items returned by score())
   // Cold start (TIGER's epsilon): the share of the beam's places open to items without training
   // events (set_cold_items), scored by their prefix; 0 = off. An inference option.
