@@ -452,8 +452,8 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   std::vector<int32_t> users;
   std::vector<float> outputs, labels;
   std::vector<uint8_t> has_history;  // per candidate row
-  ProgressTracker tracker(std::string("eval ") + split_part_name(part), static_cast<int64_t>(reqs.size()), "users",
-                          progress);
+  ProgressTracker tracker(std::string("eval ") + split_part_name(part), static_cast<int64_t>(reqs.size()),
+                          streaming ? "requests" : "users", progress);
   // Requests in groups bounded by their candidate and request counts, so memory stays flat.
   const int64_t max_candidates = 4096;
   const size_t max_requests = 512;
