@@ -172,6 +172,11 @@ Dataset action_dataset() {
   g.seed = 5;
   return generate_dataset(g);
 }
+Split temporal_split(const Dataset& ds) {
+  SplitOptions so;
+  so.kind = "temporal";
+  return make_split(ds, so);
+}
 RankerOptions small_ranker(const std::string& type) {
   RankerOptions o;
   o.type = type;
@@ -191,9 +196,7 @@ RankerOptions small_ranker(const std::string& type) {
 
 TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   for (const std::string type : {"genrank", "din"}) {
     RankerOptions o = small_ranker(type);
     RankData rd = make_rank_data(ds, o.data_options());
@@ -230,9 +233,7 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
 TEST(Ranker, RequestModeTrainsOnHistoryCandidatePairs) {
   // train.mode = requests: candidates after a random cut, scored as evaluation scores them.
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   for (const std::string type : {"genrank", "din"}) {
     RankerOptions o = small_ranker(type);
     o.train_mode = "requests";
@@ -254,9 +255,7 @@ TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
   // (genrank: its empty-history path is the candidate token alone; DIN's prediction for an empty
   // history comes from its target-item path, which every event trains anyway.)
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   std::vector<double> sum(static_cast<size_t>(ds.n_items() + 1), 0.0), n(sum.size(), 0.0);
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     UserEvents ev = ds.user(u);
@@ -293,9 +292,7 @@ TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
 
 TEST(Ranker, TrainingSequencesLabelEveryEventOnceAfterTheirContext) {
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   int64_t n_train = 0;
   for (int32_t u = 1; u <= ds.n_users(); ++u) n_train += split.train_end[static_cast<size_t>(u)];
   struct Case {
@@ -344,9 +341,7 @@ TEST(Ranker, StreamingEvaluationScoresEachCandidateAfterItsOwnPast) {
   // (the period's earlier events included). The batched evaluation must give the metrics of one
   // score() call per candidate with exactly that history.
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   for (const std::string type : {"genrank", "din"}) {
     RankerOptions o = small_ranker(type);
     o.eval_history = "streaming";
@@ -401,9 +396,7 @@ TEST(Ranker, EmaValidatesTheAveragedWeights) {
   // reproduces the raw weights (the raw trajectory does not depend on the average); a real one
   // gives other weights, still a working model.
   Dataset ds = action_dataset();
-  SplitOptions so;
-  so.kind = "temporal";
-  Split split = make_split(ds, so);
+  Split split = temporal_split(ds);
   auto train = [&](double ema) {
     RankerOptions o = small_ranker("genrank");
     o.eval_every = o.epochs;  // one validation, at the end: the final weights are the best

@@ -274,6 +274,20 @@ std::vector<RankTrainSeq> Ranker::train_sequences(const Dataset& ds, const Split
   return out;
 }
 
+namespace {
+// Copies of a network's parameters, and writing such copies back.
+std::vector<torch::Tensor> snapshot(torch::nn::Module& net) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : net.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+void load_weights(torch::nn::Module& net, const std::vector<torch::Tensor>& weights) {
+  torch::NoGradGuard ng;
+  auto params = net.parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(weights[i]);
+}
+}  // namespace
+
 void Ranker::fit(const RankTrainContext& ctx) {
   auto& st = *state_;
   auto& net = *st.net;
@@ -363,11 +377,12 @@ void Ranker::fit(const RankTrainContext& ctx) {
         // Polyak averaging; the decay ramps up over the first steps so that early weights fade.
         torch::NoGradGuard ng;
         const double d = std::min(o.ema, (1.0 + static_cast<double>(st.meta.step)) / (10.0 + static_cast<double>(st.meta.step)));
-        auto params = net.parameters();
-        if (st.ema.empty())
-          for (auto& p : params) st.ema.push_back(p.detach().clone());
-        else
+        if (st.ema.empty()) {
+          st.ema = snapshot(net);
+        } else {
+          auto params = net.parameters();
           for (size_t i = 0; i < params.size(); ++i) st.ema[i].mul_(d).add_(params[i].detach(), 1.0 - d);
+        }
       }
       tracker.advance(static_cast<int64_t>(batches[bi].size()));
     }
@@ -382,12 +397,8 @@ void Ranker::fit(const RankTrainContext& ctx) {
     // training continues from the raw ones.
     std::vector<torch::Tensor> raw;
     if (!st.ema.empty()) {
-      torch::NoGradGuard ng;
-      auto params = net.parameters();
-      for (size_t i = 0; i < params.size(); ++i) {
-        raw.push_back(params[i].detach().clone());
-        params[i].copy_(st.ema[i]);
-      }
+      raw = snapshot(net);
+      load_weights(net, st.ema);
     }
     EvalResult valid = evaluate(ds, rd, ctx.split, SplitPart::Valid, ctx.progress);
     net.train();
@@ -403,8 +414,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
       st.meta.best_epoch = epoch;
       st.meta.bad_evals = 0;
       st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-      st.best.clear();
-      for (auto& p : net.parameters()) st.best.push_back(p.detach().clone());
+      st.best = snapshot(net);
     } else if (++st.meta.bad_evals >= o.patience) {
       st.meta.stopped = true;
     }
@@ -424,17 +434,9 @@ void Ranker::fit(const RankTrainContext& ctx) {
     GENREC_LOG_INFO("%s epoch %lld: loss %.4f, valid %s %.4f%s", o.type.c_str(), static_cast<long long>(epoch),
                     line["loss"].get<double>(), metric.c_str(), value, best ? " (best)" : "");
     if (ctx.on_validation) ctx.on_validation(line, best);
-    if (!raw.empty()) {
-      torch::NoGradGuard ng;
-      auto params = net.parameters();
-      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(raw[i]);
-    }
+    if (!raw.empty()) load_weights(net, raw);
   }
-  if (!st.best.empty()) {
-    torch::NoGradGuard ng;
-    auto params = net.parameters();
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(st.best[i]);
-  }
+  if (!st.best.empty()) load_weights(net, st.best);
 }
 
 EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
