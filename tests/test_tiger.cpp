@@ -122,10 +122,12 @@ TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
 // else is in its batch (longer or shorter rows, more than max_items items, an empty one).
 TEST(Tiger, ScoresDoNotDependOnTheRestOfTheBatch) {
   SemanticIds sid = random_sid(60, {6, 5, 4}, 4);
-  for (const std::string input : {"codes", "items"}) {
-  SCOPED_TRACE("encoder_input " + input);
+  for (const std::string input : {"codes", "items"})
+  for (const std::string positions : {"start", "recency"}) {
+  SCOPED_TRACE("encoder_input " + input + ", encoder_positions " + positions);
   TigerOptions o = tiny_options();
   o.encoder_input = input;
+  o.encoder_positions = positions;
   TigerRecommender model(60, o, sid);  // max_items 5
   std::vector<std::vector<int32_t>> items = {{3}, {10, 11, 12, 13, 14, 15, 16, 17}, {}, {60, 2}};
   std::vector<History> all = histories(items);
@@ -167,6 +169,98 @@ TEST(Tiger, ItemEncoderInputOptionRoundTripsAndIsChecked) {
   } catch (const InvalidInput& e) {
     EXPECT_NE(std::string(e.what()).find("model.encoder_input"), std::string::npos) << e.what();
   }
+}
+
+TEST(Tiger, EncoderPositionsCountFromTheMostRecentItemWithRecency) {
+  auto keep = [](std::vector<std::vector<int>> rows) {
+    const auto S = static_cast<int64_t>(rows[0].size());
+    torch::Tensor t = torch::zeros({static_cast<int64_t>(rows.size()), S}, torch::kBool);
+    for (size_t b = 0; b < rows.size(); ++b)
+      for (int64_t s = 0; s < S; ++s) t[static_cast<int64_t>(b)][s] = rows[b][static_cast<size_t>(s)] != 0;
+    return t;
+  };
+  auto ids = [](const torch::Tensor& t) {
+    EXPECT_EQ(t.scalar_type(), torch::kLong);  // embedding indices
+    std::vector<std::vector<int64_t>> out;
+    torch::Tensor c = t.contiguous();
+    for (int64_t b = 0; b < c.size(0); ++b) {
+      std::vector<int64_t> row;
+      for (int64_t s = 0; s < c.size(1); ++s) row.push_back(c[b][s].item<int64_t>());
+      out.push_back(row);
+    }
+    return out;
+  };
+  using V = std::vector<std::vector<int64_t>>;
+  // One slot per item, a user slot: rows of 3 items, 1 item, none.
+  torch::Tensor k1 = keep({{1, 1, 1, 1}, {1, 1, 0, 0}, {1, 0, 0, 0}});
+  EXPECT_EQ(ids(tiger_encoder_positions(k1, 1, 1, true)), (V{{0, 3, 2, 1}, {0, 1, 0, 0}, {0, 0, 0, 0}}));
+  EXPECT_EQ(ids(tiger_encoder_positions(k1, 1, 1, false)), (V{{0, 1, 2, 3}}));
+  // Two codes per item, no user slot: 3 items, 1 item.
+  torch::Tensor k2 = keep({{1, 1, 1, 1, 1, 1}, {1, 1, 0, 0, 0, 0}});
+  EXPECT_EQ(ids(tiger_encoder_positions(k2, 0, 2, true)), (V{{4, 5, 2, 3, 0, 1}, {0, 1, 0, 0, 0, 0}}));
+  // Two codes per item and a user slot.
+  torch::Tensor k3 = keep({{1, 1, 1, 1, 1}, {1, 1, 1, 0, 0}});
+  EXPECT_EQ(ids(tiger_encoder_positions(k3, 1, 2, true)), (V{{0, 3, 4, 1, 2}, {0, 1, 2, 0, 0}}));
+}
+
+TEST(Tiger, EncoderPositionsOptionRoundTripsAndIsChecked) {
+  TigerOptions o = tiny_options();
+  o.encoder_positions = "recency";
+  EXPECT_EQ(TigerOptions::from_json(o.to_json()).encoder_positions, "recency");
+  nlohmann::json old = o.to_json();
+  old.erase("encoder_positions");  // a checkpoint from before the option
+  EXPECT_EQ(TigerOptions::from_json(old).encoder_positions, "start");
+  o.encoder_positions = "end";
+  try {
+    TigerRecommender(20, o, random_sid(20, {4, 3}, 5));
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("model.encoder_positions"), std::string::npos) << e.what();
+  }
+}
+
+// model.code_init: code embeddings start as the quantiser's centroids (one common scale, the
+// first code_dim dimensions), so an item's summed code embeddings start as its scaled content
+// vector; a quantiser that does not match the codes is refused.
+TEST(Tiger, CodeEmbeddingsWarmStartFromTheQuantizersCodebooks) {
+  const int64_t n = 40, dim = 6;
+  std::vector<float> x(static_cast<size_t>(n * dim));
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& v : x) v = normal(rng);
+  RQOptions ro;
+  ro.levels = 2;
+  ro.codebook_size = 4;
+  RQResult fitted = fit_residual_quantizer(x.data(), n, dim, ro);
+  SemanticIds sid = fitted.sid;
+  resolve_collisions(sid, true);
+  TigerOptions o = tiny_options();  // d_model 16 > dim 6
+  TigerRecommender model(static_cast<int32_t>(n), o, sid);
+  torch::Tensor before = model.code_embeddings(0);
+  model.init_code_embeddings(fitted.quantizer);
+  double scale = 0;
+  for (int64_t l = 0; l < 2; ++l) {
+    torch::Tensor e = model.code_embeddings(l);
+    ASSERT_EQ(e.sizes(), (std::vector<int64_t>{4, 16}));
+    torch::Tensor book = torch::from_blob(fitted.quantizer.codebook(l).data(), {4, dim}, torch::kFloat).clone();
+    if (l == 0) scale = (e.narrow(1, 0, dim).norm() / book.norm()).item<double>();
+    EXPECT_LT((e.narrow(1, 0, dim) - book * scale).abs().max().item<float>(), 1e-5) << "level " << l;
+  }
+  EXPECT_GT(scale, 0.0);
+  // Level 0's mean row norm is the random start's; the other dimensions keep 0.1 of it.
+  EXPECT_NEAR(model.code_embeddings(0).narrow(1, 0, dim).norm(2, {1}).mean().item<double>(),
+              before.norm(2, {1}).mean().item<double>(), 1e-4);
+  EXPECT_LT((model.code_embeddings(0).narrow(1, dim, 16 - dim) - before.narrow(1, dim, 16 - dim) * 0.1).abs().max().item<float>(), 1e-6);
+  // The disambiguation level has no codebook; a quantiser with other levels or sizes is refused.
+  RQOptions other = ro;
+  other.levels = 3;
+  EXPECT_THROW(model.init_code_embeddings(fit_residual_quantizer(x.data(), n, dim, other).quantizer), InvalidInput);
+  other.levels = 2;
+  other.codebook_size = 5;
+  EXPECT_THROW(model.init_code_embeddings(fit_residual_quantizer(x.data(), n, dim, other).quantizer), InvalidInput);
+  // The option round-trips through a checkpoint's options.
+  o.code_init = "/nonexistent/rq.safetensors";
+  EXPECT_EQ(TigerOptions::from_json(o.to_json()).code_init, o.code_init);
 }
 
 TEST(Tiger, TrainsSavesAndLoads) {

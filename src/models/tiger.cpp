@@ -22,6 +22,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"d_model", d_model},   {"n_heads", n_heads},       {"d_kv", d_kv},
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
           {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
+          {"encoder_positions", encoder_positions}, {"code_init", code_init},
           {"beam", beam},         {"epochs", epochs},         {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
@@ -44,6 +45,8 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.max_items = j.value("max_items", o.max_items);
   o.user_buckets = j.value("user_buckets", o.user_buckets);
   o.encoder_input = j.value("encoder_input", o.encoder_input);
+  o.encoder_positions = j.value("encoder_positions", std::string("start"));  // checkpoints from before the option
+  o.code_init = j.value("code_init", o.code_init);
   o.beam = j.value("beam", o.beam);
   o.epochs = j.value("epochs", o.epochs);
   o.batch_size = j.value("batch_size", o.batch_size);
@@ -75,6 +78,8 @@ void TigerOptions::validate() const {
   if (user_buckets < 0) bad("user_buckets", "must be >= 0");
   if (encoder_input != "codes" && encoder_input != "items")
     bad("encoder_input", "must be codes or items, got '" + encoder_input + "'");
+  if (encoder_positions != "start" && encoder_positions != "recency")
+    bad("encoder_positions", "must be start or recency, got '" + encoder_positions + "'");
   if (beam < 1) bad("beam", "must be >= 1");
   if (!(cold_fraction >= 0.0 && cold_fraction <= 1.0)) bad("cold_fraction", "must be in [0, 1]");
   if (epochs < 0) bad("epochs", "must be >= 0");
@@ -88,6 +93,18 @@ void TigerOptions::validate() const {
 
 // ---------------------------------------------------------------------------------------------
 // Network
+
+torch::Tensor tiger_encoder_positions(const torch::Tensor& keep, int64_t user_slots, int64_t group, bool recency) {
+  const int64_t S = keep.size(1);
+  torch::Tensor s = torch::arange(S, torch::kLong).unsqueeze(0);  // [1, S]
+  if (!recency) return s;
+  torch::Tensor n_items = (keep.sum(1, /*keepdim=*/true) - user_slots).div(group, "floor").clamp_min(0);  // [B, 1]
+  torch::Tensor rel = (s - user_slots).clamp_min(0);
+  torch::Tensor item = rel.div(group, "floor"), within = rel.remainder(group);
+  torch::Tensor pos = user_slots + (n_items - 1 - item) * group + within;
+  pos = torch::where(s < user_slots, s, pos);
+  return torch::where(keep, pos, torch::zeros_like(pos));
+}
 
 namespace {
 
@@ -213,7 +230,8 @@ struct DecoderBlockImpl : torch::nn::Module {
 TORCH_MODULE(DecoderBlock);
 
 struct TigerNetImpl : torch::nn::Module {
-  TigerNetImpl(const TigerOptions& o) : levels(o.levels) {
+  TigerNetImpl(const TigerOptions& o)
+      : levels(o.levels), user_slots(o.user_buckets > 0 ? 1 : 0), recency(o.encoder_positions == "recency") {
     int64_t total = 0;
     for (int32_t k : o.codebook_sizes) {
       offsets.push_back(1 + total);
@@ -247,7 +265,7 @@ struct TigerNetImpl : torch::nn::Module {
     const bool per_item = ids.dim() == 3;
     torch::Tensor keep = ((per_item ? ids.select(2, 0) : ids) != 0).view({ids.size(0), 1, 1, S});
     torch::Tensor emb = per_item ? tokens(ids).sum(2) : tokens(ids);
-    torch::Tensor x = drop(emb + enc_pos(torch::arange(S, torch::kLong)).unsqueeze(0));
+    torch::Tensor x = drop(emb + enc_pos(tiger_encoder_positions(keep.view({ids.size(0), S}), user_slots, per_item ? 1 : levels, recency)));
     for (const auto& m : *enc) x = m->as<EncoderBlockImpl>()->forward(x, keep);
     return {enc_norm(x), keep};
   }
@@ -261,7 +279,8 @@ struct TigerNetImpl : torch::nn::Module {
     torch::Tensor table = tokens->weight.narrow(0, offsets[static_cast<size_t>(l)], sizes[static_cast<size_t>(l)]);
     return torch::log_softmax(torch::matmul(h, table.t()), -1);
   }
-  int64_t levels;
+  int64_t levels, user_slots;
+  bool recency;
   std::vector<int64_t> offsets, sizes;
   int64_t bos = 0, user0 = 0;
   torch::nn::Embedding tokens{nullptr}, enc_pos{nullptr}, dec_pos{nullptr};
@@ -380,6 +399,46 @@ void TigerRecommender::set_cold_fraction(double fraction) {
 void TigerRecommender::set_beam(int64_t beam) {
   options_.beam = beam;
   options_.validate();
+}
+
+torch::Tensor TigerRecommender::code_embeddings(int64_t level) const {
+  auto& net = state_->net;
+  if (level < 0 || level >= state_->sid.levels) throw InvalidInput("tiger: no code level " + std::to_string(level));
+  return net->tokens->weight.narrow(0, net->offsets[static_cast<size_t>(level)], net->sizes[static_cast<size_t>(level)])
+      .detach()
+      .clone();
+}
+
+void TigerRecommender::init_code_embeddings(const ResidualQuantizer& rq) {
+  auto& st = *state_;
+  auto& net = st.net;
+  // The disambiguation level (if any) has no codebook; every other level must match.
+  const int64_t content_levels = st.sid.levels - (st.sid.disambiguation_level ? 1 : 0);
+  if (!rq.fitted() || rq.levels() != content_levels)
+    throw InvalidInput("tiger: model.code_init has " + std::to_string(rq.fitted() ? rq.levels() : 0) +
+                       " codebooks, the semantic IDs have " + std::to_string(content_levels) + " content levels");
+  const int64_t D = options_.d_model, C = rq.code_dim(), K = rq.codebook_size(), used = std::min(C, D);
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> books;
+  for (int64_t l = 0; l < content_levels; ++l) {
+    if (K != net->sizes[static_cast<size_t>(l)])
+      throw InvalidInput("tiger: model.code_init codebook " + std::to_string(l) + " has " + std::to_string(K) +
+                         " entries, the semantic IDs' level has " + std::to_string(net->sizes[static_cast<size_t>(l)]));
+    books.push_back(torch::from_blob(rq.codebook(l).data(), {K, C}, torch::kFloat).clone());
+  }
+  // Level 0's centroids get the random initialisation's mean row norm; deeper levels keep their
+  // (smaller) norms relative to it, so an item's summed code embeddings start as its scaled
+  // content vector.
+  const double target = net->tokens->weight.narrow(0, net->offsets[0], K).norm(2, {1}).mean().item<double>();
+  const double have = books[0].narrow(1, 0, used).norm(2, {1}).mean().item<double>();
+  const double scale = have > 0 ? target / have : 1.0;
+  for (int64_t l = 0; l < content_levels; ++l) {
+    torch::Tensor rows = net->tokens->weight.narrow(0, net->offsets[static_cast<size_t>(l)], K);
+    rows.mul_(0.1);
+    rows.narrow(1, 0, used).copy_(books[static_cast<size_t>(l)].narrow(1, 0, used) * scale);
+  }
+  GENREC_LOG_INFO("tiger: code embeddings of %lld levels initialised from the quantiser's codebooks (%lld of %lld dims, scale %.3g)",
+                  static_cast<long long>(content_levels), static_cast<long long>(used), static_cast<long long>(C), scale);
 }
 
 std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>& batch, int64_t beam) {
@@ -544,6 +603,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     if (!st.best.empty()) copy_params(*net, st.best);
     return;
   }
+  if (st.meta.step == 0 && !o.code_init.empty()) init_code_embeddings(ResidualQuantizer::load(o.code_init));
   if (!st.optimizer)
     st.optimizer = std::make_unique<torch::optim::AdamW>(net->parameters(),
                                                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));

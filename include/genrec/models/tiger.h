@@ -27,6 +27,7 @@
 #include <memory>
 
 #include "genrec/models/recommender.h"
+#include "genrec/tokenizers/rq.h"
 #include "genrec/tokenizers/semantic_ids.h"
 
 namespace genrec {
@@ -48,6 +49,17 @@ struct TigerOptions {
   // per history item, the sum of its L code embeddings: L times fewer encoder positions; an
   // item is still known only by its codes, so cold start works the same).
   std::string encoder_input = "codes";
+  // Encoder positions: "start" (position 0 = the oldest history item read, then onwards) or
+  // "recency" (position 0 = the most recent item, 1 the one before, ...: the item that predicts
+  // the next one best always has the same position embedding, whatever the history length).
+  // The user token, when there is one, keeps position 0 and the items count from 1.
+  std::string encoder_positions = "start";
+  // Warm start: a `genrec sid build` quantiser (rq.safetensors) whose codebooks initialise the
+  // code embeddings before the first training step (level l's code c <- its centroid, scaled so
+  // level 0's centroids have the random initialisation's mean norm, first min(code_dim, d_model)
+  // dimensions; the rest keep a 0.1-scaled random start). The sum of an item's code embeddings
+  // then starts as its content vector (e.g. collaborative SASRec embeddings). "" = random start.
+  std::string code_init;
   int64_t beam = 20;                // beam width at inference (= items returned by score())
   // Cold start (TIGER's epsilon): the share of the beam's places open to items without training
   // events (set_cold_items), scored by their prefix; 0 = off. An inference option.
@@ -78,6 +90,14 @@ struct BeamResult {
   std::vector<float> scores;
 };
 
+// Encoder position ids [B, S] (or [1, S] when they do not depend on the row). keep [B, S] bool
+// marks the real slots, which come first in each row: `user_slots` slots of the user token, then
+// the history items oldest first, `group` slots each (their L codes, or 1 with one position per
+// item). recency = false: the slot index. recency = true: user slots keep their index; item
+// slots count from the most recent item (its codes in order: user_slots + r * group + level for
+// the item r places before the last); padding gets 0.
+torch::Tensor tiger_encoder_positions(const torch::Tensor& keep, int64_t user_slots, int64_t group, bool recency);
+
 class TigerRecommender : public Recommender {
  public:
   // score() gives every item outside the beam this value.
@@ -100,6 +120,11 @@ class TigerRecommender : public Recommender {
   void set_cold_items(const std::vector<double>& train_counts);
   void set_cold_fraction(double fraction);  // throws InvalidInput outside [0, 1]
   void set_beam(int64_t beam);              // the inference beam width; throws InvalidInput below 1
+  // The warm start of model.code_init (fit() applies it before the first step of a fresh run).
+  // Throws InvalidInput when the quantiser's levels or codebook sizes do not match the codes'.
+  void init_code_embeddings(const ResidualQuantizer& rq);
+  // Level l's code embeddings [codebook_size_l, d_model] (a copy).
+  torch::Tensor code_embeddings(int64_t level) const;
 
   // Trie-constrained beam search with a KV cache: the top `beam` items per history.
   std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam);
