@@ -12,6 +12,7 @@
 #include "genrec/core/error.h"
 #include "genrec/data/generator.h"
 #include "genrec/models/tiger.h"
+#include "genrec/serve/engine.h"
 #include "genrec/train/runner.h"
 #include "test_util.h"
 
@@ -328,6 +329,28 @@ threads = 1
       }
     }
     EXPECT_EQ(got.size(), 15u);
+  }
+  // The serving engine widens the beam per batch the same way: its answer equals recommend's.
+  serve::EngineOptions so;
+  so.run_dir = tmp / "run";
+  so.state_dir = tmp / "state";
+  serve::Engine engine(so);
+  for (const bool exclude : {false, true}) {
+    RecommendRequest rq;
+    rq.history = std::vector<std::string>{"1", "2", "3", "4", "5", "6"};
+    rq.k = 15;
+    rq.exclude_seen = exclude;
+    nlohmann::json want = recommend_run(tmp / "run", rq);
+    serve::RecommendQuery q;
+    q.history.items = *rq.history;
+    q.k = 15;
+    q.exclude_seen = exclude;
+    serve::RecommendReply got = engine.recommend(q);
+    ASSERT_EQ(got.items.size(), 15u);
+    for (size_t i = 0; i < got.items.size(); ++i) {
+      EXPECT_EQ(got.items[i].item, want["items"][i]["item"].get<std::string>()) << "rank " << i + 1;
+      EXPECT_NEAR(got.items[i].score, want["items"][i]["score"].get<double>(), 1e-4) << "rank " << i + 1;
+    }
   }
 }
 

@@ -63,6 +63,8 @@ struct Retrieval {
   std::vector<double> counts;            // [n_items + 1]
   std::string loaded_at;
   std::mutex score_mu;                   // the model scores one batch at a time
+  TigerRecommender* tiger = nullptr;     // set for TIGER runs: the beam follows each batch's k
+  int64_t tiger_beam = 0;                // the run's model.beam
 };
 
 // The loaded ranking run (optional).
@@ -89,6 +91,9 @@ std::shared_ptr<Retrieval> load_retrieval(const fs::path& run_dir, int64_t gener
   if (m->ds.n_items() != m->ckpt.items.size())
     throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(m->ckpt.items.size()) +
                        " items but dataset " + info.data_path.string() + " has " + std::to_string(m->ds.n_items()));
+  // TIGER: the run's cold start; its beam is widened per batch (score_batch).
+  m->tiger_beam = prepare_tiger_inference(run_dir, *m->ckpt.model, m->ds);
+  m->tiger = dynamic_cast<TigerRecommender*>(m->ckpt.model.get());
   auto* seq = dynamic_cast<SequentialRecommender*>(m->ckpt.model.get());
   if (seq && seq->supports_incremental()) m->seq = seq;
   torch::Tensor table = m->ckpt.model->item_embeddings();
@@ -361,6 +366,18 @@ struct Engine::Impl {
           scores = torch::matmul(torch::stack(qs).to(torch::kFloat), m.item_table.t()).contiguous();
         } else {
           std::vector<History> hs;
+          if (m.tiger) {
+            // TIGER scores only its beam's items: the beam must hold the largest k of the batch,
+            // plus that request's distinct history items when those are left out.
+            int64_t need = m.tiger_beam;
+            for (size_t i : model_rows) {
+              std::vector<int32_t> seen = rows[i].seen;
+              std::sort(seen.begin(), seen.end());
+              seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+              need = std::max(need, rows[i].job->query.k + static_cast<int64_t>(seen.size()));
+            }
+            m.tiger->set_beam(need);
+          }
           for (size_t i : model_rows) {
             const Row& r = rows[i];
             History h;

@@ -453,6 +453,20 @@ RunInfo read_run_info(const fs::path& run_dir) {
   return RunInfo{s.data_path, s.threads};
 }
 
+int64_t prepare_tiger_inference(const fs::path& run_dir, Recommender& model, const Dataset& ds) {
+  auto* tiger = dynamic_cast<TigerRecommender*>(&model);
+  if (!tiger) return 0;
+  const nlohmann::json saved = model.options();
+  const double cold = saved.value("cold_fraction", 0.0);
+  if (cold > 0) {
+    Config cfg = load_run_config(run_dir, {});
+    RunSettings s = read_settings(cfg);
+    tiger->set_cold_items(train_item_counts(ds, make_split(ds, s.split)));
+    tiger->set_cold_fraction(cold);
+  }
+  return saved.value("beam", int64_t{20});
+}
+
 nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& req) {
   if (req.user.has_value() == req.history.has_value())
     throw InvalidInput("recommend: give exactly one of --user and --history");
@@ -516,13 +530,8 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
     std::sort(seen.begin(), seen.end());
     seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
     const int64_t need = req.k + (req.exclude_seen ? static_cast<int64_t>(seen.size()) : 0);
-    tiger->set_beam(std::max(saved.value("beam", int64_t{20}), need));
-    const double cold = saved.value("cold_fraction", 0.0);
-    if (cold > 0) {
-      if (!req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
-      tiger->set_cold_items(train_item_counts(ds, make_split(ds, s.split)));
-      tiger->set_cold_fraction(cold);
-    }
+    if (saved.value("cold_fraction", 0.0) > 0 && !req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
+    tiger->set_beam(std::max(prepare_tiger_inference(run_dir, *tiger, ds), need));
   }
 
   nlohmann::json list = nlohmann::json::array();

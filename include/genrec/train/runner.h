@@ -32,6 +32,9 @@
 
 namespace genrec {
 
+class Recommender;
+struct Dataset;
+
 struct TrainRequest {
   std::filesystem::path config_path;        // TOML file; empty for an in-memory config
   std::string config_text;                  // used when config_path is empty
@@ -109,6 +112,12 @@ struct RunInfo {
   int64_t threads = 0;
 };
 RunInfo read_run_info(const std::filesystem::path& run_dir);
+
+// Inference set-up a loaded TIGER model needs from its run: cold start as the run was configured
+// (model.cold_fraction > 0: the items without events in the training part of the run's split of
+// `ds` are cold). Returns the run's beam width (model.beam) for TIGER, 0 for other models (left
+// unchanged). `ds` must be the run's dataset (events loaded).
+int64_t prepare_tiger_inference(const std::filesystem::path& run_dir, Recommender& model, const Dataset& ds);
 
 // Sets torch's intra-op threads: n > 0 as given, 0 = the machine's cores.
 void set_threads(int64_t n);
