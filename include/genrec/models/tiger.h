@@ -6,7 +6,8 @@
 // Network (T5-like, pre-LayerNorm): one embedding table for all tokens (padding, the codes of
 // every level — level l's code c is its own token —, the decoder's BOS, user buckets), learned
 // absolute positions for the encoder and the decoder (encoder_input = "items": one encoder
-// position per history item, the sum of its codes' embeddings), `enc_layers` encoder blocks
+// position per history item, the sum of its codes' embeddings; encoder_positions = "recency":
+// encoder positions count back from the most recent item), `enc_layers` encoder blocks
 // (self-attention + ReLU feed-forward), `dec_layers` decoder blocks (causal self-attention,
 // cross-attention over the encoder output, feed-forward). Attention has n_heads heads of width
 // d_kv (TIGER: 6 × 64 over d_model 128). The decoder's output at step l is scored against the
