@@ -59,6 +59,16 @@ std::vector<History> histories(const std::vector<std::vector<int32_t>>& items) {
   return out;
 }
 
+// Building a model with options o must fail with an InvalidInput naming `key`.
+void expect_refused(const TigerOptions& o, const SemanticIds& sid, const std::string& key) {
+  try {
+    TigerRecommender(sid.n_items, o, sid);
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 
 TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
@@ -164,12 +174,7 @@ TEST(Tiger, ItemEncoderInputOptionRoundTripsAndIsChecked) {
   o.encoder_input = "items";
   EXPECT_EQ(TigerOptions::from_json(o.to_json()).encoder_input, "items");
   o.encoder_input = "tokens";
-  try {
-    TigerRecommender(30, o, random_sid(30, {4, 3}, 1));
-    ADD_FAILURE() << "no exception";
-  } catch (const InvalidInput& e) {
-    EXPECT_NE(std::string(e.what()).find("model.encoder_input"), std::string::npos) << e.what();
-  }
+  expect_refused(o, random_sid(30, {4, 3}, 1), "model.encoder_input");
 }
 
 TEST(Tiger, EncoderPositionsCountFromTheMostRecentItemWithRecency) {
@@ -212,12 +217,7 @@ TEST(Tiger, EncoderPositionsOptionRoundTripsAndIsChecked) {
   old.erase("encoder_positions");  // a checkpoint from before the option
   EXPECT_EQ(TigerOptions::from_json(old).encoder_positions, "start");
   o.encoder_positions = "end";
-  try {
-    TigerRecommender(20, o, random_sid(20, {4, 3}, 5));
-    ADD_FAILURE() << "no exception";
-  } catch (const InvalidInput& e) {
-    EXPECT_NE(std::string(e.what()).find("model.encoder_positions"), std::string::npos) << e.what();
-  }
+  expect_refused(o, random_sid(20, {4, 3}, 5), "model.encoder_positions");
 }
 
 // model.code_init: code embeddings start as the quantiser's centroids (one common scale, the

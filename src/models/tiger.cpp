@@ -318,7 +318,7 @@ struct TigerRecommender::State {
     const bool per_item = o.encoder_input == "items";
     int64_t longest = 0;
     for (const History& h : batch) longest = std::max(longest, std::min<int64_t>(h.size, o.max_items));
-    const int64_t user = o.user_buckets > 0 ? 1 : 0;
+    const int64_t user = net->user_slots;
     const int64_t positions = std::max<int64_t>(1, longest + user);
     const int64_t width = per_item ? positions * L : std::max<int64_t>(1, longest * L + user);
     std::vector<int64_t> ids(batch.size() * static_cast<size_t>(width), 0);

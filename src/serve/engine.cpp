@@ -370,12 +370,8 @@ struct Engine::Impl {
             // TIGER scores only its beam's items: the beam must hold the largest k of the batch,
             // plus that request's distinct history items when those are left out.
             int64_t need = m.tiger_beam;
-            for (size_t i : model_rows) {
-              std::vector<int32_t> seen = rows[i].seen;
-              std::sort(seen.begin(), seen.end());
-              seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-              need = std::max(need, rows[i].job->query.k + static_cast<int64_t>(seen.size()));
-            }
+            for (size_t i : model_rows)
+              need = std::max(need, tiger_request_beam(rows[i].job->query.k, rows[i].seen, rows[i].job->query.exclude_seen));
             m.tiger->set_beam(need);
           }
           for (size_t i : model_rows) {

@@ -467,6 +467,13 @@ int64_t prepare_tiger_inference(const fs::path& run_dir, Recommender& model, con
   return saved.value("beam", int64_t{20});
 }
 
+int64_t tiger_request_beam(int64_t k, const std::vector<int32_t>& history, bool exclude_seen) {
+  if (!exclude_seen) return k;
+  std::vector<int32_t> seen = history;
+  std::sort(seen.begin(), seen.end());
+  return k + (std::unique(seen.begin(), seen.end()) - seen.begin());
+}
+
 nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& req) {
   if (req.user.has_value() == req.history.has_value())
     throw InvalidInput("recommend: give exactly one of --user and --history");
@@ -525,13 +532,8 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
   if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {
     // TIGER scores only its beam's items: the beam must hold k items, plus the history's items
     // when those are left out. Cold start as the run was configured (model.cold_fraction).
-    const nlohmann::json saved = ckpt.model->options();
-    std::vector<int32_t> seen = hist_items;
-    std::sort(seen.begin(), seen.end());
-    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    const int64_t need = req.k + (req.exclude_seen ? static_cast<int64_t>(seen.size()) : 0);
-    if (saved.value("cold_fraction", 0.0) > 0 && !req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
-    tiger->set_beam(std::max(prepare_tiger_inference(run_dir, *tiger, ds), need));
+    if (ckpt.model->options().value("cold_fraction", 0.0) > 0 && !req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
+    tiger->set_beam(std::max(prepare_tiger_inference(run_dir, *tiger, ds), tiger_request_beam(req.k, hist_items, req.exclude_seen)));
   }
 
   nlohmann::json list = nlohmann::json::array();

@@ -118,6 +118,9 @@ RunInfo read_run_info(const std::filesystem::path& run_dir);
 // `ds` are cold). Returns the run's beam width (model.beam) for TIGER, 0 for other models (left
 // unchanged). `ds` must be the run's dataset (events loaded).
 int64_t prepare_tiger_inference(const std::filesystem::path& run_dir, Recommender& model, const Dataset& ds);
+// The beam a TIGER request needs so that every returned item comes from the beam: k, plus the
+// history's distinct items when seen items are left out.
+int64_t tiger_request_beam(int64_t k, const std::vector<int32_t>& history, bool exclude_seen);
 
 // Sets torch's intra-op threads: n > 0 as given, 0 = the machine's cores.
 void set_threads(int64_t n);
