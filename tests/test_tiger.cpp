@@ -11,6 +11,8 @@
 
 #include "genrec/core/error.h"
 #include "genrec/data/generator.h"
+#include "genrec/data/import.h"
+#include "genrec/data/split.h"
 #include "genrec/models/tiger.h"
 #include "genrec/serve/engine.h"
 #include "genrec/train/runner.h"
@@ -67,6 +69,36 @@ void expect_refused(const TigerOptions& o, const SemanticIds& sid, const std::st
   } catch (const InvalidInput& e) {
     EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
   }
+}
+
+// A dataset of numbered items from per-user sequences (oldest first).
+Dataset sequences(const std::vector<std::vector<int>>& seqs) {
+  RawLog log;
+  for (size_t u = 0; u < seqs.size(); ++u)
+    for (int it : seqs[u]) {
+      log.row_user.push_back(log.users.add(std::to_string(u + 1)));
+      log.row_item.push_back(log.items.add(std::to_string(it)));
+    }
+  nlohmann::json report;
+  return build_dataset(std::move(log), SideInfo{}, CleaningOptions{}, IdKind::Numeric, report);
+}
+
+// Log-likelihood of the training transitions under the item distribution p(i) e^{b h(i)} / Z,
+// from exhaustive scoring (the reference for the history-bias estimate).
+double history_bias_log_lik(TigerRecommender& model, const Dataset& ds, const Split& split, double b) {
+  double ll = 0;
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    const UserEvents ev = ds.user(u);
+    for (int64_t t = 1; t < split.train_end[static_cast<size_t>(u)]; ++t) {
+      torch::Tensor lp = model.exhaustive_log_probs({History{u, ev.items, nullptr, t}})[0];
+      std::set<int32_t> h(ev.items, ev.items + t);
+      double p = 0;
+      for (int32_t i : h) p += std::exp(lp[i].item<double>());
+      const bool hit = h.count(ev.items[t]) > 0;
+      ll += lp[ev.items[t]].item<double>() + (hit ? b : 0.0) - std::log(1.0 - p + std::exp(b) * p);
+    }
+  }
+  return ll;
 }
 
 }  // namespace
@@ -264,6 +296,107 @@ TEST(Tiger, CodeEmbeddingsWarmStartFromTheQuantizersCodebooks) {
   EXPECT_EQ(TigerOptions::from_json(o.to_json()).code_init, o.code_init);
 }
 
+// model.history_bias = true: b is the maximum-likelihood offset of history items on the
+// training transitions; -inf when no target repeats a history item; score() applies it.
+TEST(Tiger, HistoryBiasIsLearnedFromTrainingTransitionsAndApplied) {
+  SemanticIds sid = random_sid(30, {4, 3, 3}, 1);
+  TigerOptions o = tiny_options();
+  o.history_bias = true;
+  {
+    SCOPED_TRACE("no target repeats a history item");
+    Dataset ds = sequences({{1, 2, 3, 4, 5, 6}, {7, 8, 9, 10}, {11, 12, 13, 14, 15}});
+    Split split = make_split(ds, SplitOptions{});
+    TigerRecommender model(30, o, sid);
+    EXPECT_EQ(model.history_bias(), 0.0);  // before estimation
+    EXPECT_EQ(model.estimate_history_bias(ds, split), -std::numeric_limits<double>::infinity());
+    std::vector<std::vector<int32_t>> items = {{1, 2, 3, 4, 5, 6, 7, 8, 9}, {20}, {}};
+    std::vector<History> hs = histories(items);
+    torch::Tensor exact = model.exhaustive_log_probs(hs);
+    for (int64_t beam : {3, 21}) {
+      model.set_beam(beam);
+      torch::Tensor s = model.score(hs);
+      for (size_t b = 0; b < hs.size(); ++b) {
+        const std::set<int32_t> h(items[b].begin(), items[b].end());
+        // Exactly `beam` items (the beam is widened by the history), none of them from it.
+        std::vector<std::pair<float, int32_t>> got;
+        for (int32_t i = 1; i <= 30; ++i)
+          if (s[static_cast<int64_t>(b)][i].item<float>() > -1e29) got.emplace_back(s[static_cast<int64_t>(b)][i].item<float>(), i);
+        ASSERT_EQ(static_cast<int64_t>(got.size()), std::min<int64_t>(beam, 30 - static_cast<int64_t>(h.size()))) << "row " << b;
+        for (const auto& [score, i] : got) {
+          EXPECT_EQ(h.count(i), 0u) << "history item " << i << " returned";
+          EXPECT_NEAR(score, exact[static_cast<int64_t>(b)][i].item<float>(), 1e-4);
+        }
+        if (beam == 21) {
+          // The widened beam covers the trie: the best non-history items, exactly.
+          std::vector<std::pair<float, int32_t>> want;
+          for (int32_t i = 1; i <= 30; ++i)
+            if (!h.count(i)) want.emplace_back(exact[static_cast<int64_t>(b)][i].item<float>(), i);
+          std::sort(want.rbegin(), want.rend());
+          std::sort(got.rbegin(), got.rend());
+          for (size_t r = 0; r < got.size(); ++r) EXPECT_NEAR(got[r].first, want[r].first, 1e-4) << "rank " << r;
+        }
+      }
+    }
+    // Stored with the weights; off drops it.
+    TempDir tmp;
+    {
+      torch::serialize::OutputArchive out;
+      model.save(out);
+      out.save_to((tmp / "m.ckpt").string());
+    }
+    SemanticIds shell;  // as a checkpoint's options give it: sizes only, the codes come from load()
+    shell.n_items = sid.n_items;
+    shell.levels = sid.levels;
+    shell.codebook_sizes = sid.codebook_sizes;
+    TigerRecommender again(30, o, shell);
+    torch::serialize::InputArchive in;
+    in.load_from((tmp / "m.ckpt").string());
+    again.load(in);
+    EXPECT_EQ(again.history_bias(), -std::numeric_limits<double>::infinity());
+    again.set_history_bias(false, -1.0);
+    EXPECT_EQ(again.history_bias(), 0.0);
+    again.set_beam(5);
+    torch::Tensor plain = again.score(hs);
+    std::vector<BeamResult> beams = again.beam_search(hs, 5);
+    for (size_t b = 0; b < hs.size(); ++b)
+      for (size_t r = 0; r < beams[b].items.size(); ++r)
+        EXPECT_NEAR(plain[static_cast<int64_t>(b)][beams[b].items[r]].item<float>(), beams[b].scores[r], 1e-6);
+  }
+  {
+    SCOPED_TRACE("some targets repeat a history item");
+    Dataset ds = sequences({{1, 2, 1, 3, 2, 4, 5}, {6, 7, 6, 7, 8}, {9, 10, 11, 12, 9, 13}, {14, 15, 16, 17, 18}});
+    Split split = make_split(ds, SplitOptions{});
+    TigerRecommender model(30, o, sid);
+    const double b = model.estimate_history_bias(ds, split, 1000);  // every transition
+    ASSERT_TRUE(std::isfinite(b));
+    // The maximum of the exhaustively computed likelihood.
+    const double at = history_bias_log_lik(model, ds, split, b);
+    EXPECT_GE(at, history_bias_log_lik(model, ds, split, b - 0.05) - 1e-6);
+    EXPECT_GE(at, history_bias_log_lik(model, ds, split, b + 0.05) - 1e-6);
+    EXPECT_GT(at, history_bias_log_lik(model, ds, split, 0.0));
+    // score(): a history item's score is its log-probability + b; a wide beam is exact.
+    std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {6, 7, 6}};
+    std::vector<History> hs = histories(items);
+    torch::Tensor exact = model.exhaustive_log_probs(hs);
+    model.set_beam(30);
+    torch::Tensor s = model.score(hs);
+    for (size_t r = 0; r < hs.size(); ++r) {
+      const std::set<int32_t> h(items[r].begin(), items[r].end());
+      for (int32_t i = 1; i <= 30; ++i)
+        EXPECT_NEAR(s[static_cast<int64_t>(r)][i].item<float>(), exact[static_cast<int64_t>(r)][i].item<float>() + (h.count(i) ? b : 0.0), 1e-4)
+            << "row " << r << " item " << i;
+    }
+  }
+  TigerOptions off = tiny_options();
+  TigerRecommender model(30, off, sid);
+  Dataset ds = sequences({{1, 2, 3}});
+  EXPECT_EQ(model.estimate_history_bias(ds, make_split(ds, SplitOptions{})), 0.0);  // option off
+  EXPECT_TRUE(TigerOptions::from_json(o.to_json()).history_bias);
+  nlohmann::json old = o.to_json();
+  old.erase("history_bias");
+  EXPECT_FALSE(TigerOptions::from_json(old).history_bias);  // checkpoints from before the option
+}
+
 TEST(Tiger, TrainsSavesAndLoads) {
   TempDir tmp;
   GeneratorOptions g;
@@ -310,6 +443,17 @@ threads = 1
   }
   EvalResult again = eval_run(tmp / "run", SplitPart::Test);
   EXPECT_EQ(again.metrics, r.test.metrics);
+  // A run trained without the history bias evaluates with it (estimated from the run's training
+  // transitions; the generated data repeats items, so b is finite); a bad value is refused.
+  EvalResult biased = eval_run(tmp / "run", SplitPart::Test, {"model.history_bias=true"});
+  EXPECT_GE(biased.metrics.at("recall@10"), 0.0);
+  EXPECT_LE(biased.metrics.at("recall@10"), 1.0);
+  try {
+    eval_run(tmp / "run", SplitPart::Test, {"model.history_bias=sometimes"});
+    ADD_FAILURE() << "no exception";
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("history_bias"), std::string::npos) << e.what();
+  }
 
   // `recommend` widens the beam to k (here above the configured beam of 10), and by the history
   // when seen items are left out, so every returned item is a real beam result.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <map>
 #include <random>
 
 #include "genrec/core/error.h"
@@ -27,7 +29,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
-          {"cold_fraction", cold_fraction}, {"seed", seed}};
+          {"cold_fraction", cold_fraction}, {"history_bias", history_bias}, {"seed", seed}};
 }
 
 TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
@@ -61,6 +63,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.metric = j.value("metric", o.metric);
   o.eval_users = j.value("eval_users", o.eval_users);
   o.cold_fraction = j.value("cold_fraction", o.cold_fraction);
+  o.history_bias = j.value("history_bias", false);  // checkpoints from before the option
   o.seed = j.value("seed", o.seed);
   return o;
 }
@@ -307,6 +310,7 @@ struct TigerRecommender::State {
   TrainMeta meta;
   std::vector<torch::Tensor> best;
   std::vector<uint8_t> cold;  // [n_items + 1]: 1 = no training event (empty = none)
+  double history_bias = 0.0;  // b of model.history_bias (0 = none, -inf = history items excluded)
 
   // Encoder tokens of histories: [user token] + codes of the last max_items items, left-aligned,
   // padded to the batch's longest row (padding is masked and sits after every real token, so a
@@ -582,13 +586,172 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
   return out;
 }
 
+std::vector<std::vector<double>> TigerRecommender::item_log_probs(const std::vector<History>& batch,
+                                                                  const std::vector<std::vector<int32_t>>& items) {
+  if (items.size() != batch.size())
+    throw InvalidInput("tiger: item_log_probs needs one item list per history, got " + std::to_string(items.size()) +
+                       " for " + std::to_string(batch.size()));
+  torch::NoGradGuard ng;
+  auto& st = *state_;
+  auto& net = st.net;
+  std::vector<std::vector<double>> out(batch.size());
+  std::vector<int64_t> rows;
+  std::vector<int32_t> flat;
+  for (size_t b = 0; b < items.size(); ++b)
+    for (int32_t it : items[b]) {
+      if (it < 1 || it > n_items_) throw InvalidInput("tiger: item_log_probs: item " + std::to_string(it) + " is not in 1.." + std::to_string(n_items_));
+      rows.push_back(static_cast<int64_t>(b));
+      flat.push_back(it);
+    }
+  if (flat.empty()) return out;
+  const bool was_training = net->is_training();
+  net->eval();
+  auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
+  auto [in, target] = st.decoder_io(flat);  // [N, L]
+  torch::Tensor r = torch::tensor(rows, torch::kLong);
+  torch::Tensor h = st.decode(in, enc.index_select(0, r), keep.index_select(0, r));  // [N, L, D]
+  torch::Tensor total = torch::zeros({static_cast<int64_t>(flat.size())});
+  for (int64_t l = 0; l < st.sid.levels; ++l)
+    total += net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
+  auto a = total.accessor<float, 1>();
+  for (size_t n = 0; n < flat.size(); ++n) out[static_cast<size_t>(rows[n])].push_back(a[static_cast<int64_t>(n)]);
+  if (was_training) net->train();
+  return out;
+}
+
+double TigerRecommender::history_bias() const { return state_->history_bias; }
+
+void TigerRecommender::set_history_bias(bool on, double b) {
+  options_.history_bias = on;
+  state_->history_bias = on ? b : 0.0;
+}
+
+double TigerRecommender::estimate_history_bias(const Dataset& ds, const Split& split, int64_t max_examples) {
+  auto& st = *state_;
+  if (!options_.history_bias) return st.history_bias = 0.0;
+  // Training transitions: target = event t (t >= 1) of a user's training prefix, history = the
+  // events before it; h = 1 when the target is one of them.
+  int64_t n = 0, repeats = 0;
+  std::vector<uint8_t> in_history(static_cast<size_t>(n_items_) + 1, 0);
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    const UserEvents ev = ds.user(u);
+    const int64_t end = std::min<int64_t>(split.train_end[static_cast<size_t>(u)], ev.size);
+    for (int64_t t = 0; t < end; ++t) {
+      if (t >= 1) {
+        ++n;
+        repeats += in_history[static_cast<size_t>(ev.items[t])];
+      }
+      in_history[static_cast<size_t>(ev.items[t])] = 1;
+    }
+    for (int64_t t = 0; t < end; ++t) in_history[static_cast<size_t>(ev.items[t])] = 0;
+  }
+  if (n == 0) return st.history_bias = 0.0;
+  if (repeats == 0) {
+    // The likelihood of every transition grows as b falls: its maximum is at -inf.
+    GENREC_LOG_INFO("tiger: history bias -inf (none of %lld training targets repeats an item of its history)",
+                    static_cast<long long>(n));
+    return st.history_bias = -std::numeric_limits<double>::infinity();
+  }
+  // Evenly spaced transitions; P = the network's probability of the history's distinct items.
+  const int64_t want = std::max<int64_t>(1, std::min(n, max_examples));
+  std::vector<std::pair<int32_t, int64_t>> picked;
+  int64_t k = 0, next = 0, idx = 0;
+  for (int32_t u = 1; u <= ds.n_users() && k < want; ++u) {
+    const int64_t end = std::min<int64_t>(split.train_end[static_cast<size_t>(u)], ds.user(u).size);
+    for (int64_t t = 1; t < end && k < want; ++t, ++idx)
+      if (idx == next) {
+        picked.emplace_back(u, t);
+        next = (++k) * n / want;
+      }
+  }
+  std::vector<double> prob, hit;
+  const size_t chunk = 64;
+  for (size_t lo = 0; lo < picked.size(); lo += chunk) {
+    std::vector<History> hs;
+    std::vector<std::vector<int32_t>> items;
+    for (size_t i = lo; i < std::min(picked.size(), lo + chunk); ++i) {
+      const UserEvents ev = ds.user(picked[i].first);
+      const int64_t t = picked[i].second;
+      hs.push_back(History{picked[i].first, ev.items, ev.timestamps, t});
+      std::vector<int32_t> seen(ev.items, ev.items + t);
+      std::sort(seen.begin(), seen.end());
+      seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+      hit.push_back(std::binary_search(seen.begin(), seen.end(), ev.items[t]) ? 1.0 : 0.0);
+      items.push_back(std::move(seen));
+    }
+    for (const auto& lps : item_log_probs(hs, items)) {
+      double p = 0;
+      for (double lp : lps) p += std::exp(lp);
+      prob.push_back(std::min(p, 1.0 - 1e-12));
+    }
+  }
+  // Maximise sum_n [b h_n - log(1 - P_n + e^b P_n)] (concave in b): its derivative
+  // sum_n h_n - sum_n e^b P_n / (1 - P_n + e^b P_n) falls with b; bisection on [-30, 30].
+  auto slope = [&](double b) {
+    double g = 0;
+    for (size_t i = 0; i < prob.size(); ++i) {
+      const double p = prob[i];
+      g += hit[i] - (p > 0 ? 1.0 / (1.0 + (1.0 - p) * std::exp(-b) / p) : 0.0);
+    }
+    return g;
+  };
+  double lo_b = -30, hi_b = 30;
+  for (int it = 0; it < 100; ++it) {
+    const double mid = 0.5 * (lo_b + hi_b);
+    (slope(mid) > 0 ? lo_b : hi_b) = mid;
+  }
+  st.history_bias = 0.5 * (lo_b + hi_b);
+  GENREC_LOG_INFO("tiger: history bias %.4f (%lld of %lld training targets repeat a history item; fitted on %zu)",
+                  st.history_bias, static_cast<long long>(repeats), static_cast<long long>(n), prob.size());
+  return st.history_bias;
+}
+
 torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
-  std::vector<History> hs = batch;
-  torch::Tensor out = torch::full({static_cast<int64_t>(hs.size()), n_items_ + 1}, TigerRecommender::kNotReturned);
-  std::vector<BeamResult> res = beam_search(hs, options_.beam);
+  auto& st = *state_;
+  const auto B = static_cast<int64_t>(batch.size());
+  torch::Tensor out = torch::full({B, n_items_ + 1}, TigerRecommender::kNotReturned);
   auto a = out.accessor<float, 2>();
-  for (size_t b = 0; b < res.size(); ++b)
-    for (size_t i = 0; i < res[b].items.size(); ++i) a[static_cast<int64_t>(b)][res[b].items[i]] = res[b].scores[i];
+  const double bias = options_.history_bias ? st.history_bias : 0.0;
+  if (bias == 0.0) {
+    std::vector<BeamResult> res = beam_search(batch, options_.beam);
+    for (size_t b = 0; b < res.size(); ++b)
+      for (size_t i = 0; i < res[b].items.size(); ++i) a[static_cast<int64_t>(b)][res[b].items[i]] = res[b].scores[i];
+    return out;
+  }
+  // History items get score + b (dropped at -inf). A row's beam is widened by its distinct
+  // history items (rounded up to a power of two) so that `beam` results remain; rows of equal
+  // width are searched together (a row's results do not depend on its batch).
+  std::vector<std::vector<int32_t>> seen(batch.size());
+  std::map<int64_t, std::vector<size_t>> by_width;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    seen[b].assign(batch[b].items, batch[b].items + batch[b].size);
+    std::sort(seen[b].begin(), seen[b].end());
+    seen[b].erase(std::unique(seen[b].begin(), seen[b].end()), seen[b].end());
+    int64_t extra = 0;
+    while (extra < static_cast<int64_t>(seen[b].size())) extra = extra == 0 ? 1 : 2 * extra;
+    by_width[options_.beam + extra].push_back(b);
+  }
+  for (const auto& [width, rows] : by_width) {
+    std::vector<History> sub;
+    for (size_t b : rows) sub.push_back(batch[b]);
+    std::vector<BeamResult> res = beam_search(sub, width);
+    for (size_t j = 0; j < rows.size(); ++j) {
+      const std::vector<int32_t>& h = seen[rows[j]];
+      std::vector<std::pair<double, int32_t>> kept;
+      for (size_t i = 0; i < res[j].items.size(); ++i) {
+        const int32_t item = res[j].items[i];
+        double s = res[j].scores[i];
+        if (std::binary_search(h.begin(), h.end(), item)) {
+          if (std::isinf(bias)) continue;
+          s += bias;
+        }
+        kept.emplace_back(s, item);
+      }
+      std::stable_sort(kept.begin(), kept.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+      kept.resize(std::min(kept.size(), static_cast<size_t>(options_.beam)));
+      for (const auto& [s, item] : kept) a[static_cast<int64_t>(rows[j])][item] = static_cast<float>(s);
+    }
+  }
   return out;
 }
 
@@ -601,6 +764,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
   set_cold_items(train_item_counts(ds, split));
   if (st.meta.stopped || st.meta.epoch >= o.epochs) {
     if (!st.best.empty()) copy_params(*net, st.best);
+    if (o.history_bias) estimate_history_bias(ds, split);
     return;
   }
   if (st.meta.step == 0 && !o.code_init.empty()) init_code_embeddings(ResidualQuantizer::load(o.code_init));
@@ -691,6 +855,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     st.meta.epoch = epoch;
     st.meta.elapsed_seconds += secs;
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
+      if (o.history_bias) estimate_history_bias(ds, split);
       EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
       st.meta.elapsed_seconds += r.seconds;
       auto m = r.metrics.find(o.metric);
@@ -707,6 +872,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
       }
       nlohmann::json line = {{"epoch", epoch},
                              {"step", st.meta.step},
+                             {"history_bias", o.history_bias ? nlohmann::json(st.history_bias) : nlohmann::json(nullptr)},
                              {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_seen))},
                              {"epoch_seconds", secs},
                              {"examples_per_second", static_cast<double>(n_seen) / secs},
@@ -721,6 +887,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     }
   }
   if (!st.best.empty()) copy_params(*net, st.best);
+  if (o.history_bias) estimate_history_bias(ds, split);  // b of the best weights
 }
 
 void TigerRecommender::save(torch::serialize::OutputArchive& archive) const {
@@ -730,6 +897,7 @@ void TigerRecommender::save(torch::serialize::OutputArchive& archive) const {
   archive.write("model/sid/codes", torch::tensor(s.codes, torch::kInt));
   archive.write("model/sid/codebook_sizes", torch::tensor(s.codebook_sizes, torch::kInt));
   archive.write("model/sid/disambiguation_level", c10::IValue(s.disambiguation_level));
+  archive.write("model/history_bias", torch::tensor({st.history_bias}, torch::kDouble));
   write_train_state(archive, st.meta, st.optimizer.get(), st.best);
 }
 
@@ -746,6 +914,8 @@ void TigerRecommender::load(torch::serialize::InputArchive& archive) {
   s.codebook_sizes.assign(sizes.data_ptr<int32_t>(), sizes.data_ptr<int32_t>() + sizes.numel());
   s.codes.assign(codes.data_ptr<int32_t>(), codes.data_ptr<int32_t>() + codes.numel());
   if (archive.try_read("model/sid/disambiguation_level", v)) s.disambiguation_level = v.toBool();
+  torch::Tensor hb;  // absent in checkpoints from before model.history_bias
+  st.history_bias = archive.try_read("model/history_bias", hb) && options_.history_bias ? hb.item<double>() : 0.0;
   if (s.levels != options_.levels || s.codebook_sizes != options_.codebook_sizes)
     throw InvalidInput("tiger checkpoint: semantic IDs disagree with the model options");
   s.validate();

@@ -361,6 +361,14 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     tiger->set_beam(cfg.get_int("model.beam", saved.value("beam", int64_t{20})));
     tiger->set_cold_items(train_item_counts(ds, split));
     tiger->set_cold_fraction(cfg.get_double("model.cold_fraction", saved.value("cold_fraction", 0.0)));
+    // model.history_bias: a run trained without it (or with it) can be evaluated the other way;
+    // switched on, b is estimated from this run's training transitions.
+    const bool trained_bias = saved.value("history_bias", false);
+    const bool bias = cfg.get_bool("model.history_bias", trained_bias);
+    if (bias != trained_bias) {
+      tiger->set_history_bias(bias, 0.0);
+      tiger->estimate_history_bias(ds, split);
+    }
   }
   if (target_items.empty()) return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
 

@@ -62,6 +62,12 @@ struct TigerOptions {
   // then starts as its content vector (e.g. collaborative SASRec embeddings). "" = random start.
   std::string code_init;
   int64_t beam = 20;                // beam width at inference (= items returned by score())
+  // History bias (as HSTU's model.history_bias): when true, the score of an item already in the
+  // history is offset by one scalar b, the maximum-likelihood value on the training transitions given the network
+  // (an item-level distribution q(i) ∝ p(i) e^{b [i in history]}); b = -inf (history items never
+  // returned) when no training target repeats an item of its history, as on Amazon data.
+  // Re-estimated before every validation and after training; stored in the checkpoint.
+  bool history_bias = false;
   // Cold start (TIGER's epsilon): the share of the beam's places open to items without training
   // events (set_cold_items), scored by their prefix; 0 = off. An inference option.
   double cold_fraction = 0.0;
@@ -126,6 +132,17 @@ class TigerRecommender : public Recommender {
   void init_code_embeddings(const ResidualQuantizer& rq);
   // Level l's code embeddings [codebook_size_l, d_model] (a copy).
   torch::Tensor code_embeddings(int64_t level) const;
+
+  // model.history_bias = true: b from the training transitions of `split` (up to
+  // `max_examples` of them, evenly spaced, when some target repeats a history item; with none,
+  // b = -inf without reading the network). Sets and returns b. Without the option returns 0.
+  double estimate_history_bias(const Dataset& ds, const Split& split, int64_t max_examples = 1024);
+  double history_bias() const;            // the b in use (0 = none)
+  void set_history_bias(bool on, double b);  // the option and its b (0 when off)
+  // log p(item | history) of given items under the network (teacher forcing; no bias): one row
+  // per history, items[b] of it.
+  std::vector<std::vector<double>> item_log_probs(const std::vector<History>& batch,
+                                                  const std::vector<std::vector<int32_t>>& items);
 
   // Trie-constrained beam search with a KV cache: the top `beam` items per history.
   std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam);
