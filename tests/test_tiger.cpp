@@ -558,6 +558,21 @@ TEST(Tiger, ColdFractionOpensPlacesToItemsWithoutTrainingEvents) {
     }
     EXPECT_EQ(n_cold, 5) << "user " << b << ": cold items fill exactly their 5 places";
   }
+  // With the history bias the beam is searched wider, and the cold items still get their 5 of
+  // the 20 places, no history item among the 20.
+  model.set_history_bias(true, -std::numeric_limits<double>::infinity());
+  torch::Tensor s = model.score(hs);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    int n_cold = 0, n = 0;
+    for (int32_t i = 1; i <= 200; ++i) {
+      if (s[static_cast<int64_t>(b)][i].item<float>() <= -1e29) continue;
+      ++n;
+      n_cold += counts[static_cast<size_t>(i)] > 0 ? 0 : 1;
+      EXPECT_EQ(std::count(items[b].begin(), items[b].end(), i), 0) << "history item " << i;
+    }
+    EXPECT_EQ(n, 20) << "user " << b;
+    EXPECT_EQ(n_cold, 5) << "user " << b;
+  }
   EXPECT_THROW(model.set_cold_fraction(1.5), InvalidInput);
   EXPECT_THROW(model.set_cold_items(std::vector<double>(7, 0.0)), InvalidInput);
 }

@@ -293,6 +293,15 @@ struct TigerNetImpl : torch::nn::Module {
 };
 TORCH_MODULE(TigerNet);
 
+// The W final places from warm and cold candidates (each sorted best first): cold ones take up
+// to n_cold_slots places and any that warm ones leave empty; warm ones fill the rest.
+template <class T>
+void share_places(std::vector<T>& warm, std::vector<T>& cold, size_t W, size_t n_cold_slots) {
+  const size_t n_cold = std::min(cold.size(), std::max(n_cold_slots, W - std::min(warm.size(), W)));
+  cold.resize(n_cold);
+  warm.resize(std::min(warm.size(), W - n_cold));
+}
+
 uint64_t hash_user(int32_t user) {
   uint64_t x = static_cast<uint64_t>(user) + 0x9E3779B97F4A7C15ULL;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -445,7 +454,7 @@ void TigerRecommender::init_code_embeddings(const ResidualQuantizer& rq) {
                   static_cast<long long>(content_levels), static_cast<long long>(used), static_cast<long long>(C), scale);
 }
 
-std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>& batch, int64_t beam) {
+std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>& batch, int64_t beam, int64_t cold_slots) {
   if (beam < 1) throw InvalidInput("tiger: beam must be >= 1");
   torch::NoGradGuard ng;
   auto& st = *state_;
@@ -478,7 +487,9 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
   };
   std::vector<Cand> cands;
   const auto n_cold_slots =
-      st.cold.empty() ? int64_t{0} : static_cast<int64_t>(std::floor(options_.cold_fraction * static_cast<double>(W)));
+      st.cold.empty() ? int64_t{0}
+      : cold_slots >= 0 ? std::min(cold_slots, W)
+                        : static_cast<int64_t>(std::floor(options_.cold_fraction * static_cast<double>(W)));
   auto is_cold = [&st](int32_t item) { return st.cold[static_cast<size_t>(item)] != 0; };
   for (int64_t l = 0; l < L; ++l) {
     torch::Tensor x = net->decoder_input(torch::tensor(next_token, torch::kLong).view({B * W, 1}), l);
@@ -523,11 +534,7 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
         }
         std::sort(cold_c.begin(), cold_c.end(), better);
         std::sort(warm_c.begin(), warm_c.end(), better);
-        // Cold items take up to n_cold_slots places, and any that warm items leave empty.
-        const size_t n_cold = std::min(cold_c.size(), std::max(static_cast<size_t>(n_cold_slots),
-                                                                static_cast<size_t>(W) - std::min<size_t>(warm_c.size(), W)));
-        cold_c.resize(n_cold);
-        warm_c.resize(std::min<size_t>(warm_c.size(), static_cast<size_t>(W) - n_cold));
+        share_places(warm_c, cold_c, static_cast<size_t>(W), static_cast<size_t>(n_cold_slots));
         cands = std::move(warm_c);
         cands.insert(cands.end(), cold_c.begin(), cold_c.end());
       }
@@ -719,25 +726,32 @@ torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
     return out;
   }
   // History items get score + b (dropped at -inf). A row's beam is widened by its distinct
-  // history items (rounded up to a power of two) so that `beam` results remain; rows of equal
-  // width are searched together (a row's results do not depend on its batch).
+  // history items (rounded up to a power of two) so that `beam` results remain, and its cold
+  // places by the cold ones among them, so cold items keep the places cold_fraction gives them
+  // out of `beam`; rows of equal width are searched together (a row's results do not depend on
+  // its batch).
+  const size_t W = static_cast<size_t>(options_.beam);
+  const auto n_cold_slots =
+      st.cold.empty() ? size_t{0} : static_cast<size_t>(std::floor(options_.cold_fraction * static_cast<double>(W)));
   std::vector<std::vector<int32_t>> seen(batch.size());
-  std::map<int64_t, std::vector<size_t>> by_width;
+  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_width;  // (width, cold places) -> rows
   for (size_t b = 0; b < batch.size(); ++b) {
     seen[b].assign(batch[b].items, batch[b].items + batch[b].size);
     std::sort(seen[b].begin(), seen[b].end());
     seen[b].erase(std::unique(seen[b].begin(), seen[b].end()), seen[b].end());
-    int64_t extra = 0;
+    int64_t extra = 0, cold_seen = 0;
     while (extra < static_cast<int64_t>(seen[b].size())) extra = extra == 0 ? 1 : 2 * extra;
-    by_width[options_.beam + extra].push_back(b);
+    if (n_cold_slots > 0)
+      for (int32_t i : seen[b]) cold_seen += st.cold[static_cast<size_t>(i)];
+    by_width[{options_.beam + extra, n_cold_slots > 0 ? static_cast<int64_t>(n_cold_slots) + cold_seen : 0}].push_back(b);
   }
   for (const auto& [width, rows] : by_width) {
     std::vector<History> sub;
     for (size_t b : rows) sub.push_back(batch[b]);
-    std::vector<BeamResult> res = beam_search(sub, width);
+    std::vector<BeamResult> res = beam_search(sub, width.first, width.second);
     for (size_t j = 0; j < rows.size(); ++j) {
       const std::vector<int32_t>& h = seen[rows[j]];
-      std::vector<std::pair<double, int32_t>> kept;
+      std::vector<std::pair<double, int32_t>> warm, cold;
       for (size_t i = 0; i < res[j].items.size(); ++i) {
         const int32_t item = res[j].items[i];
         double s = res[j].scores[i];
@@ -745,11 +759,14 @@ torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
           if (std::isinf(bias)) continue;
           s += bias;
         }
-        kept.emplace_back(s, item);
+        (n_cold_slots > 0 && st.cold[static_cast<size_t>(item)] ? cold : warm).emplace_back(s, item);
       }
-      std::stable_sort(kept.begin(), kept.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
-      kept.resize(std::min(kept.size(), static_cast<size_t>(options_.beam)));
-      for (const auto& [s, item] : kept) a[static_cast<int64_t>(rows[j])][item] = static_cast<float>(s);
+      auto by_score = [](const auto& x, const auto& y) { return x.first > y.first; };
+      std::stable_sort(warm.begin(), warm.end(), by_score);
+      std::stable_sort(cold.begin(), cold.end(), by_score);
+      share_places(warm, cold, W, n_cold_slots);
+      for (const auto* kept : {&warm, &cold})
+        for (const auto& [s, item] : *kept) a[static_cast<int64_t>(rows[j])][item] = static_cast<float>(s);
     }
   }
   return out;

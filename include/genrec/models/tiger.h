@@ -144,8 +144,9 @@ class TigerRecommender : public Recommender {
   std::vector<std::vector<double>> item_log_probs(const std::vector<History>& batch,
                                                   const std::vector<std::vector<int32_t>>& items);
 
-  // Trie-constrained beam search with a KV cache: the top `beam` items per history.
-  std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam);
+  // Trie-constrained beam search with a KV cache: the top `beam` items per history. cold_slots:
+  // the places open to cold items (-1 = cold_fraction of beam; used only with cold items set).
+  std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam, int64_t cold_slots = -1);
   // Reference for tests: the log-probability of every item's full code sequence (teacher
   // forcing over all items at once), [B, n_items + 1] (column 0 = -inf).
   torch::Tensor exhaustive_log_probs(const std::vector<History>& batch);
