@@ -438,6 +438,14 @@ threads = 1
   // and travels with the checkpoint.
   EXPECT_TRUE(std::isfinite(tiger->history_bias()));
   EXPECT_NE(tiger->history_bias(), 0.0);
+  {
+    std::ifstream log(tmp / "run" / "train_log.jsonl");
+    std::string first;
+    ASSERT_TRUE(std::getline(log, first));
+    const nlohmann::json line = nlohmann::json::parse(first);
+    ASSERT_TRUE(line.contains("history_bias")) << first;
+    EXPECT_TRUE(line["history_bias"].is_number()) << first;  // finite here; "-inf" when excluded
+  }
   std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {40}, {10, 20, 30, 39}};
   for (const BeamResult& br : tiger->beam_search(histories(items), 10)) {
     ASSERT_EQ(br.items.size(), 10u);

@@ -889,7 +889,6 @@ void TigerRecommender::fit(const TrainContext& ctx) {
       }
       nlohmann::json line = {{"epoch", epoch},
                              {"step", st.meta.step},
-                             {"history_bias", o.history_bias ? nlohmann::json(st.history_bias) : nlohmann::json(nullptr)},
                              {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_seen))},
                              {"epoch_seconds", secs},
                              {"examples_per_second", static_cast<double>(n_seen) / secs},
@@ -898,6 +897,9 @@ void TigerRecommender::fit(const TrainContext& ctx) {
                              {"elapsed_seconds", st.meta.elapsed_seconds},
                              {"best_epoch", st.meta.best_epoch},
                              {"best", best}};
+      // JSON has no infinity: b = -inf is written as the string "-inf".
+      if (o.history_bias)
+        line["history_bias"] = std::isfinite(st.history_bias) ? nlohmann::json(st.history_bias) : nlohmann::json("-inf");
       GENREC_LOG_INFO("epoch %lld: loss %.4f, valid %s %.4f%s", static_cast<long long>(epoch), line["loss"].get<double>(),
                       o.metric.c_str(), m->second, best ? " (best)" : "");
       if (ctx.on_validation) ctx.on_validation(*this, line, best);
