@@ -15,17 +15,7 @@ using genrec::test::TempDir;
 
 namespace {
 // u1: 1 2 3 1 2 | u2: 2 3 1 | u3: 3 1 2 1  (items are numbers)
-Dataset tiny() {
-  RawLog log;
-  std::vector<std::vector<int>> seqs = {{1, 2, 3, 1, 2}, {2, 3, 1}, {3, 1, 2, 1}};
-  for (size_t u = 0; u < seqs.size(); ++u)
-    for (int it : seqs[u]) {
-      log.row_user.push_back(log.users.add(std::to_string(u + 1)));
-      log.row_item.push_back(log.items.add(std::to_string(it)));
-    }
-  nlohmann::json report;
-  return build_dataset(std::move(log), SideInfo{}, CleaningOptions{}, IdKind::Numeric, report);
-}
+Dataset tiny() { return genrec::test::dataset_from_sequences({{1, 2, 3, 1, 2}, {2, 3, 1}, {3, 1, 2, 1}}); }
 }  // namespace
 
 TEST(Baselines, PopCountsTrainingEventsOnly) {

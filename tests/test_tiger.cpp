@@ -11,7 +11,6 @@
 
 #include "genrec/core/error.h"
 #include "genrec/data/generator.h"
-#include "genrec/data/import.h"
 #include "genrec/data/split.h"
 #include "genrec/models/tiger.h"
 #include "genrec/serve/engine.h"
@@ -69,18 +68,6 @@ void expect_refused(const TigerOptions& o, const SemanticIds& sid, const std::st
   } catch (const InvalidInput& e) {
     EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
   }
-}
-
-// A dataset of numbered items from per-user sequences (oldest first).
-Dataset sequences(const std::vector<std::vector<int>>& seqs) {
-  RawLog log;
-  for (size_t u = 0; u < seqs.size(); ++u)
-    for (int it : seqs[u]) {
-      log.row_user.push_back(log.users.add(std::to_string(u + 1)));
-      log.row_item.push_back(log.items.add(std::to_string(it)));
-    }
-  nlohmann::json report;
-  return build_dataset(std::move(log), SideInfo{}, CleaningOptions{}, IdKind::Numeric, report);
 }
 
 // Log-likelihood of the training transitions under the item distribution p(i) e^{b h(i)} / Z,
@@ -304,7 +291,7 @@ TEST(Tiger, HistoryBiasIsLearnedFromTrainingTransitionsAndApplied) {
   o.history_bias = true;
   {
     SCOPED_TRACE("no target repeats a history item");
-    Dataset ds = sequences({{1, 2, 3, 4, 5, 6}, {7, 8, 9, 10}, {11, 12, 13, 14, 15}});
+    Dataset ds = genrec::test::dataset_from_sequences({{1, 2, 3, 4, 5, 6}, {7, 8, 9, 10}, {11, 12, 13, 14, 15}});
     Split split = make_split(ds, SplitOptions{});
     TigerRecommender model(30, o, sid);
     EXPECT_EQ(model.history_bias(), 0.0);  // before estimation
@@ -364,7 +351,7 @@ TEST(Tiger, HistoryBiasIsLearnedFromTrainingTransitionsAndApplied) {
   }
   {
     SCOPED_TRACE("some targets repeat a history item");
-    Dataset ds = sequences({{1, 2, 1, 3, 2, 4, 5}, {6, 7, 6, 7, 8}, {9, 10, 11, 12, 9, 13}, {14, 15, 16, 17, 18}});
+    Dataset ds = genrec::test::dataset_from_sequences({{1, 2, 1, 3, 2, 4, 5}, {6, 7, 6, 7, 8}, {9, 10, 11, 12, 9, 13}, {14, 15, 16, 17, 18}});
     Split split = make_split(ds, SplitOptions{});
     TigerRecommender model(30, o, sid);
     const double b = model.estimate_history_bias(ds, split, 1000);  // every transition
@@ -389,7 +376,7 @@ TEST(Tiger, HistoryBiasIsLearnedFromTrainingTransitionsAndApplied) {
   }
   TigerOptions off = tiny_options();
   TigerRecommender model(30, off, sid);
-  Dataset ds = sequences({{1, 2, 3}});
+  Dataset ds = genrec::test::dataset_from_sequences({{1, 2, 3}});
   EXPECT_EQ(model.estimate_history_bias(ds, make_split(ds, SplitOptions{})), 0.0);  // option off
   EXPECT_TRUE(TigerOptions::from_json(o.to_json()).history_bias);
   nlohmann::json old = o.to_json();
@@ -469,11 +456,15 @@ threads = 1
 
   // `recommend` widens the beam to k (here above the configured beam of 10), and by the history
   // when seen items are left out, so every returned item is a real beam result.
-  for (const bool exclude : {false, true}) {
+  auto request = [](bool exclude) {
     RecommendRequest rq;
     rq.history = std::vector<std::string>{"1", "2", "3", "4", "5", "6"};
     rq.k = 15;
     rq.exclude_seen = exclude;
+    return rq;
+  };
+  for (const bool exclude : {false, true}) {
+    const RecommendRequest rq = request(exclude);
     nlohmann::json out = recommend_run(tmp / "run", rq);
     ASSERT_EQ(out["items"].size(), 15u) << out.dump();
     std::set<std::string> got;
@@ -492,10 +483,7 @@ threads = 1
   so.state_dir = tmp / "state";
   serve::Engine engine(so);
   for (const bool exclude : {false, true}) {
-    RecommendRequest rq;
-    rq.history = std::vector<std::string>{"1", "2", "3", "4", "5", "6"};
-    rq.k = 15;
-    rq.exclude_seen = exclude;
+    const RecommendRequest rq = request(exclude);
     nlohmann::json want = recommend_run(tmp / "run", rq);
     serve::RecommendQuery q;
     q.history.items = *rq.history;

@@ -9,6 +9,9 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <vector>
+
+#include "genrec/data/import.h"
 
 namespace genrec::test {
 
@@ -74,6 +77,18 @@ inline CliResult run_cli(const std::string& args) {
   r.out = read_text(out);
   r.err = read_text(err);
   return r;
+}
+
+// A dataset from per-user sequences of numbered items (oldest first; users "1", "2", ...).
+inline Dataset dataset_from_sequences(const std::vector<std::vector<int>>& seqs) {
+  RawLog log;
+  for (size_t u = 0; u < seqs.size(); ++u)
+    for (int it : seqs[u]) {
+      log.row_user.push_back(log.users.add(std::to_string(u + 1)));
+      log.row_item.push_back(log.items.add(std::to_string(it)));
+    }
+  nlohmann::json report;
+  return build_dataset(std::move(log), SideInfo{}, CleaningOptions{}, IdKind::Numeric, report);
 }
 
 }  // namespace genrec::test

@@ -302,6 +302,14 @@ void share_places(std::vector<T>& warm, std::vector<T>& cold, size_t W, size_t n
   warm.resize(std::min(warm.size(), W - n_cold));
 }
 
+// The distinct items of items[0, n), sorted.
+std::vector<int32_t> distinct_items(const int32_t* items, int64_t n) {
+  std::vector<int32_t> out(items, items + n);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 uint64_t hash_user(int32_t user) {
   uint64_t x = static_cast<uint64_t>(user) + 0x9E3779B97F4A7C15ULL;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -680,9 +688,7 @@ double TigerRecommender::estimate_history_bias(const Dataset& ds, const Split& s
       const UserEvents ev = ds.user(picked[i].first);
       const int64_t t = picked[i].second;
       hs.push_back(History{picked[i].first, ev.items, ev.timestamps, t});
-      std::vector<int32_t> seen(ev.items, ev.items + t);
-      std::sort(seen.begin(), seen.end());
-      seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+      std::vector<int32_t> seen = distinct_items(ev.items, t);
       hit.push_back(std::binary_search(seen.begin(), seen.end(), ev.items[t]) ? 1.0 : 0.0);
       items.push_back(std::move(seen));
     }
@@ -736,9 +742,7 @@ torch::Tensor TigerRecommender::score(const std::vector<History>& batch) {
   std::vector<std::vector<int32_t>> seen(batch.size());
   std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_width;  // (width, cold places) -> rows
   for (size_t b = 0; b < batch.size(); ++b) {
-    seen[b].assign(batch[b].items, batch[b].items + batch[b].size);
-    std::sort(seen[b].begin(), seen[b].end());
-    seen[b].erase(std::unique(seen[b].begin(), seen[b].end()), seen[b].end());
+    seen[b] = distinct_items(batch[b].items, batch[b].size);
     int64_t extra = 0, cold_seen = 0;
     while (extra < static_cast<int64_t>(seen[b].size())) extra = extra == 0 ? 1 : 2 * extra;
     if (n_cold_slots > 0)
