@@ -403,6 +403,76 @@ seed = 7
             strip(genrec::test::read_text(tmp / "cut" / "train_log.jsonl")));
 }
 
+TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
+  TempDir tmp;
+  GeneratorOptions g;
+  g.n_users = 120;
+  g.n_items = 50;
+  save_dataset(generate_dataset(g), tmp / "data");
+  g.n_items = 60;
+  save_dataset(generate_dataset(g), tmp / "other_data");
+  const std::string config = R"(
+[model]
+type = "sasrec"
+d_model = 16
+max_len = 10
+n_blocks = 1
+[train]
+epochs = 3
+batch_size = 16
+threads = 1
+seed = 7
+)";
+  TrainRequest first;
+  first.config_text = config;
+  first.data = tmp / "data";
+  first.out = tmp / "first";
+  TrainResult a = train_run(first);
+
+  // A second stage with a learning rate too small to move the weights: it starts from the first
+  // run's best weights (same test metrics) with a fresh schedule (its log starts at epoch 1).
+  TrainRequest second = first;
+  second.out = tmp / "second";
+  second.overrides = {"train.init_from=\"" + (tmp / "first").string() + "\"", "train.epochs=1", "train.lr=1e-20"};
+  TrainResult b = train_run(second);
+  EXPECT_EQ(a.test.metrics, b.test.metrics);
+  auto log = nlohmann::json::parse(genrec::test::read_text(tmp / "second" / "train_log.jsonl"));
+  EXPECT_EQ(log.at("epoch"), 1);
+  EXPECT_NE(genrec::test::read_text(tmp / "second" / "config.toml").find("init_from"), std::string::npos);
+  // The same without init_from starts from random weights: the check above can fail.
+  TrainRequest scratch = second;
+  scratch.out = tmp / "scratch";
+  scratch.overrides = {"train.epochs=1", "train.lr=1e-20"};
+  EXPECT_NE(train_run(scratch).test.metrics, a.test.metrics);
+  // A checkpoint file works like its run directory.
+  second.out = tmp / "from_file";
+  second.overrides[0] = "train.init_from=\"" + (tmp / "first" / "checkpoints" / "best.ckpt").string() + "\"";
+  EXPECT_EQ(train_run(second).test.metrics, a.test.metrics);
+
+  // Each mismatch is refused before a run directory is made.
+  auto refused = [&](std::vector<std::string> overrides, const std::filesystem::path& data, const std::string& needle,
+                     const std::string& config_text = "") {
+    TrainRequest r = first;
+    if (!config_text.empty()) r.config_text = config_text;
+    r.out = tmp / "refused";
+    r.data = data;
+    r.overrides = std::move(overrides);
+    try {
+      train_run(r);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(tmp / "refused"));
+  };
+  const std::string from = "train.init_from=\"" + (tmp / "first").string() + "\"";
+  refused({"train.init_from=\"" + (tmp / "nowhere").string() + "\""}, tmp / "data", "no such checkpoint");
+  refused({from, "model.d_model=32"}, tmp / "data", "wrong shape");
+  refused({from, "model.type=\"hstu\""}, tmp / "data", "holds a 'sasrec' model");
+  refused({from}, tmp / "other_data", "another item vocabulary");
+  refused({from}, tmp / "data", "one pass", "[model]\ntype = \"pop\"\n");
+}
+
 TEST(Sequential, BadOptionsAreRejected) {
   SequentialOptions o;
   o.loss = "hinge";

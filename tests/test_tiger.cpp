@@ -496,6 +496,30 @@ threads = 1
       EXPECT_NEAR(got.items[i].score, want["items"][i]["score"].get<double>(), 1e-4) << "rank " << i + 1;
     }
   }
+
+  // train.init_from: a second stage starts from this run's weights (a learning rate too small to
+  // move them keeps the test metrics, the history bias re-fitted to the same value); other
+  // semantic IDs, or a second source of starting weights, are refused before a run is made.
+  write_semantic_ids_bin(tmp / "codes.bin", random_sid(40, {4, 4}, 5));
+  write_semantic_ids_bin(tmp / "other_codes.bin", random_sid(40, {4, 4}, 6));
+  TrainRequest next = req;
+  next.out = tmp / "stage2";
+  next.overrides = {"train.init_from=\"" + (tmp / "run").string() + "\"", "train.epochs=1", "train.lr=1e-20"};
+  EXPECT_EQ(train_run(next).test.metrics, r.test.metrics);
+  for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"model.sid=\"" + (tmp / "other_codes.bin").string() + "\"", "semantic IDs differ"},
+           {"model.code_init=\"" + (tmp / "rq.safetensors").string() + "\"", "keep one"}}) {
+    TrainRequest bad = next;
+    bad.out = tmp / "refused";
+    bad.overrides.push_back(extra);
+    try {
+      train_run(bad);
+      ADD_FAILURE() << "accepted " << extra;
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(tmp / "refused"));
+  }
 }
 
 TEST(Tiger, BadOptionsAndMismatchedCodes) {

@@ -218,3 +218,41 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
 }
 
 }  // namespace genrec
+
+namespace genrec {
+
+void init_from_checkpoint(Recommender& model, const std::filesystem::path& path_in, const Vocabulary& items) {
+  std::error_code ec;
+  const std::filesystem::path path =
+      std::filesystem::is_directory(path_in, ec) ? path_in / "checkpoints" / "best.ckpt" : path_in;
+  if (!std::filesystem::exists(path, ec))
+    throw InvalidInput("train.init_from: " + path.string() + ": no such checkpoint (give a run directory or a .ckpt file)");
+  std::string payload = read_checkpoint_payload(path);
+  SourceLocation where{path.string(), 0, "train.init_from"};
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(payload.data(), payload.size());
+    c10::IValue meta_v, items_v;
+    archive.read("genrec/meta", meta_v);
+    archive.read("genrec/items", items_v);
+    const auto meta = nlohmann::json::parse(meta_v.toStringRef());
+    const std::string type = meta.at("type").get<std::string>();
+    if (type != model.type())
+      throw InvalidInput(where, "the checkpoint holds a '" + type + "' model, the config builds '" + model.type() + "'");
+    Vocabulary saved = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
+    bool same = saved.size() == items.size();
+    for (int32_t i = 1; same && i <= items.size(); ++i) same = saved.raw(i) == items.raw(i);
+    if (!same)
+      throw InvalidInput(where, "the checkpoint was trained on another item vocabulary (" + std::to_string(saved.size()) +
+                                    " items, the dataset has " + std::to_string(items.size()) + ")");
+    model.load(archive);
+    model.reset_training_state();
+  } catch (const InvalidInput& e) {
+    if (std::string(e.what()).find(path.string()) != std::string::npos) throw;
+    throw InvalidInput(where, e.what());
+  } catch (const std::exception& e) {
+    throw InvalidInput(where, std::string("cannot initialise from checkpoint: ") + e.what());
+  }
+}
+
+}  // namespace genrec

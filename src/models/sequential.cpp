@@ -570,4 +570,9 @@ void SequentialRecommender::load(torch::serialize::InputArchive& archive) {
                    st.optimizer, st.best);
 }
 
+void SequentialRecommender::reset_training_state() {
+  auto& st = *state_;
+  clear_train_state(st.meta, st.optimizer, st.best);
+}
+
 }  // namespace genrec

@@ -941,12 +941,20 @@ void TigerRecommender::load(torch::serialize::InputArchive& archive) {
   st.history_bias = archive.try_read("model/history_bias", hb) && options_.history_bias ? hb.item<double>() : 0.0;
   if (s.levels != options_.levels || s.codebook_sizes != options_.codebook_sizes)
     throw InvalidInput("tiger checkpoint: semantic IDs disagree with the model options");
+  // A model built with codes (train.init_from) takes weights only from a checkpoint with the same codes.
+  if (!st.sid.codes.empty() && st.sid.codes != s.codes)
+    throw InvalidInput("tiger checkpoint: its semantic IDs differ from model.sid's");
   s.validate();
   st.sid = std::move(s);
   st.trie = std::make_unique<CodeTrie>(st.sid);
   read_params(archive, *st.net);
   read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay), st.meta,
                    st.optimizer, st.best);
+}
+
+void TigerRecommender::reset_training_state() {
+  auto& st = *state_;
+  clear_train_state(st.meta, st.optimizer, st.best);
 }
 
 }  // namespace genrec

@@ -83,6 +83,14 @@ inline void write_train_state(torch::serialize::OutputArchive& archive, const Tr
   for (size_t i = 0; i < best.size(); ++i) archive.write("train/best/" + std::to_string(i), best[i]);
 }
 
+// train.init_from: keep the weights, start the schedule, optimizer and early stopping afresh.
+inline void clear_train_state(TrainMeta& meta, std::unique_ptr<torch::optim::AdamW>& optimizer,
+                              std::vector<torch::Tensor>& best) {
+  meta = TrainMeta{};
+  optimizer.reset();
+  best.clear();
+}
+
 // Reads what write_train_state wrote (each part optional); the optimizer is rebuilt over net's
 // parameters with `options` before its state is loaded.
 inline void read_train_state(torch::serialize::InputArchive& archive, torch::nn::Module& net,

@@ -47,6 +47,7 @@ struct RunSettings {
   EvalOptions eval;
   int64_t seed = 42;
   int64_t threads = 0;
+  fs::path init_from;  // train.init_from: a run directory or checkpoint whose weights start training
   ItemIndexOptions index;
 };
 
@@ -79,6 +80,7 @@ RunSettings read_settings(Config& cfg) {
   s.eval.seed = static_cast<uint64_t>(cfg.get_int("eval.seed", 2024));
   s.seed = cfg.get_int("train.seed", 42);
   s.threads = cfg.get_int("train.threads", 0);
+  s.init_from = cfg.get_string("train.init_from", "");
   s.index = read_index_options(cfg);
   return s;
 }
@@ -161,6 +163,8 @@ Dataset load_run_dataset(const fs::path& path, const std::string& stage) {
 TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest& req, const ProgressCallback& progress) {
   if (req.resume)
     throw InvalidInput("--resume is not supported for ranking models (genrank, din): start again with --force");
+  if (!s.init_from.empty())
+    throw InvalidInput(cfg.source() + ": train.init_from is not supported for ranking models (genrank, din)");
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
   Dataset ds = load_run_dataset(s.data_path, "loading dataset");
@@ -224,6 +228,10 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   // Absolute data path in the saved config, so eval/recommend work from any directory.
   s.data_path = fs::absolute(s.data_path).lexically_normal();
   cfg.set_override("data.path=\"" + s.data_path.string() + "\"");
+  if (!s.init_from.empty()) {  // absolute too, for the saved config
+    s.init_from = fs::absolute(s.init_from).lexically_normal();
+    cfg.set_override("train.init_from=\"" + s.init_from.string() + "\"");
+  }
   if (is_ranker_type(cfg.get_string("model.type", "markov"))) return rank_train_run(cfg, s, req, progress);
 
   set_threads(s.threads);
@@ -240,6 +248,15 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   cfg.check_unused();  // every key of the file is known by now
   if (split.n_targets(SplitPart::Valid) == 0 || split.n_targets(SplitPart::Test) == 0)
     throw InvalidInput(s.data_path.string() + ": the split leaves no validation or test users");
+  if (!req.resume && !s.init_from.empty()) {
+    if (!model->iterative())
+      throw InvalidInput(cfg.source() + ": train.init_from: model '" + model->type() +
+                         "' is fitted in one pass; only sasrec, hstu and tiger start from saved weights");
+    if (!model->options().value("code_init", std::string()).empty())
+      throw InvalidInput(cfg.source() + ": train.init_from and model.code_init both set the starting weights; keep one");
+    init_from_checkpoint(*model, s.init_from, ds.items);
+    GENREC_LOG_INFO("starting from the weights of %s", s.init_from.string().c_str());
+  }
 
   const fs::path log_path = req.out / "train_log.jsonl";
   const fs::path last_path = req.out / "checkpoints" / "last.ckpt";

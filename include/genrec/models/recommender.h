@@ -70,6 +70,9 @@ class Recommender : public Scorer {
     (void)h;
     return {};
   }
+  // Forgets the training state a load() brought (epoch, step, optimizer, early stopping, best
+  // weights) and keeps the weights: the next fit() starts a new schedule from them.
+  virtual void reset_training_state() {}
 };
 
 // Model names make_recommender() accepts.
@@ -99,5 +102,11 @@ struct LoadedCheckpoint {
 };
 // Throws InvalidInput naming the file when it is missing, truncated or fails its checksum.
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
+
+// train.init_from: `path` is a checkpoint file or a run directory (its checkpoints/best.ckpt).
+// Copies that checkpoint's weights into `model`, which starts training afresh from them (new
+// optimizer and schedule). InvalidInput naming the file when the checkpoint is of another model
+// type, another item vocabulary, other parameter shapes or (tiger) other semantic IDs.
+void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items);
 
 }  // namespace genrec

@@ -90,6 +90,7 @@ class SequentialRecommender : public Recommender {
   std::vector<std::pair<int32_t, float>> history_offsets(const History& h) const override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+  void reset_training_state() override;
 
   // Incremental query embedding (serving; HSTU only): equals query_embeddings({h})[0] (up to
   // float summation order), reusing the positions of h's window already in `cache` and encoding

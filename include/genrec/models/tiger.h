@@ -121,6 +121,7 @@ class TigerRecommender : public Recommender {
   torch::Tensor score(const std::vector<History>& batch) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+  void reset_training_state() override;
 
   // Items with no training event (train_counts[i] == 0; size n_items + 1, the split's
   // train_item_counts) are "cold" for cold_fraction. fit() sets them from its split.
