@@ -217,10 +217,6 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
   return out;
 }
 
-}  // namespace genrec
-
-namespace genrec {
-
 void init_from_checkpoint(Recommender& model, const std::filesystem::path& path_in, const Vocabulary& items) {
   std::error_code ec;
   const std::filesystem::path path =
