@@ -131,6 +131,13 @@ TEST(Cli, EveryShippedConfigTrains) {
       if (text.find("\ncode_init = ") != std::string::npos)  // the warm start reads this build's quantiser
         extra += " --set model.code_init=" + q(tmp / ("sid" + std::to_string(n)) / "rq.safetensors");
     }
+    if (text.find("\ninit_from = ") != std::string::npos) {  // a second stage: first a run to start from
+      const fs::path first = tmp / ("first" + std::to_string(n));
+      auto r1 = run_cli("-q train --config " + q(entry.path()) + " --data " + q(tmp / "data") + " --out " + q(first) +
+                        extra + " --set " + q("train.init_from=\"\""));
+      ASSERT_EQ(r1.exit_code, 0) << entry.path() << " (first stage): " << r1.err;
+      extra += " --set train.init_from=" + q(first);
+    }
     auto r = run_cli("-q train --config " + q(entry.path()) + " --data " + q(tmp / "data") + " --out " + q(run) + extra);
     EXPECT_EQ(r.exit_code, 0) << entry.path() << ": " << r.err;
   }
