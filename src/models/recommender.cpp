@@ -140,10 +140,35 @@ void save_checkpoint(const std::filesystem::path& path, const Recommender& model
                          {"n_items", model.n_items()},
                          {"genrec_version", GENREC_VERSION},
                          {"extra", extra_meta}};
-  archive.write("genrec/meta", c10::IValue(meta.dump()));
-  archive.write("genrec/items", c10::IValue(items.serialize()));
+  write_checkpoint_header(archive, meta, items);
   model.save(archive);
   write_checkpoint_archive(path, archive);
+}
+
+void write_checkpoint_header(torch::serialize::OutputArchive& archive, const nlohmann::json& meta,
+                             const Vocabulary& items) {
+  archive.write("genrec/meta", c10::IValue(meta.dump()));
+  archive.write("genrec/items", c10::IValue(items.serialize()));
+}
+
+CheckpointHeader read_checkpoint_header(const std::filesystem::path& path, torch::serialize::InputArchive& archive) {
+  std::string payload = read_checkpoint_payload(path);
+  CheckpointHeader out;
+  try {
+    archive.load_from(payload.data(), payload.size());
+    c10::IValue meta_v, items_v;
+    archive.read("genrec/meta", meta_v);
+    archive.read("genrec/items", items_v);
+    out.meta = nlohmann::json::parse(meta_v.toStringRef());
+    if (!out.meta.is_object() || !out.meta.contains("type") || !out.meta["type"].is_string())
+      throw InvalidInput(SourceLocation{path.string(), 0, "genrec/meta"}, "checkpoint meta has no model type");
+    out.items = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
+  } catch (const InvalidInput&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
+  }
+  return out;
 }
 
 void write_checkpoint_archive(const std::filesystem::path& path, torch::serialize::OutputArchive& archive) {
@@ -183,36 +208,23 @@ std::string read_checkpoint_payload(const std::filesystem::path& path) {
 }
 
 std::string checkpoint_type(const std::filesystem::path& path) {
-  std::string payload = read_checkpoint_payload(path);
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(payload.data(), payload.size());
-    c10::IValue meta_v;
-    archive.read("genrec/meta", meta_v);
-    return nlohmann::json::parse(meta_v.toStringRef()).at("type").get<std::string>();
-  } catch (const std::exception& e) {
-    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
-  }
+  torch::serialize::InputArchive archive;
+  return read_checkpoint_header(path, archive).meta["type"].get<std::string>();
 }
 
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
-  std::string payload = read_checkpoint_payload(path);
-  SourceLocation where{path.string(), 0, ""};
+  torch::serialize::InputArchive archive;
+  CheckpointHeader header = read_checkpoint_header(path, archive);
   LoadedCheckpoint out;
+  out.meta = std::move(header.meta);
+  out.items = std::move(header.items);
   try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(payload.data(), payload.size());
-    c10::IValue meta_v, items_v;
-    archive.read("genrec/meta", meta_v);
-    archive.read("genrec/items", items_v);
-    out.meta = nlohmann::json::parse(meta_v.toStringRef());
-    out.items = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
     out.model = make_recommender(out.meta.at("type").get<std::string>(), out.meta.at("options"), out.items.size());
     out.model->load(archive);
   } catch (const InvalidInput&) {
     throw;
   } catch (const std::exception& e) {
-    throw InvalidInput(where, std::string("cannot read checkpoint: ") + e.what());
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
   }
   return out;
 }
@@ -223,19 +235,14 @@ void init_from_checkpoint(Recommender& model, const std::filesystem::path& path_
       std::filesystem::is_directory(path_in, ec) ? path_in / "checkpoints" / "best.ckpt" : path_in;
   if (!std::filesystem::exists(path, ec))
     throw InvalidInput("train.init_from: " + path.string() + ": no such checkpoint (give a run directory or a .ckpt file)");
-  std::string payload = read_checkpoint_payload(path);
   SourceLocation where{path.string(), 0, "train.init_from"};
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(payload.data(), payload.size());
-    c10::IValue meta_v, items_v;
-    archive.read("genrec/meta", meta_v);
-    archive.read("genrec/items", items_v);
-    const auto meta = nlohmann::json::parse(meta_v.toStringRef());
-    const std::string type = meta.at("type").get<std::string>();
+    const CheckpointHeader header = read_checkpoint_header(path, archive);
+    const std::string type = header.meta["type"].get<std::string>();
     if (type != model.type())
       throw InvalidInput(where, "the checkpoint holds a '" + type + "' model, the config builds '" + model.type() + "'");
-    Vocabulary saved = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
+    const Vocabulary& saved = header.items;
     bool same = saved.size() == items.size();
     for (int32_t i = 1; same && i <= items.size(); ++i) same = saved.raw(i) == items.raw(i);
     if (!same)

@@ -591,26 +591,21 @@ void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ran
                          {"n_items", ranker.n_items()},   {"n_feedback", ranker.n_feedback()},
                          {"n_tasks", rd.n_tasks()},       {"genrec_version", GENREC_VERSION},
                          {"extra", extra_meta}};
-  archive.write("genrec/meta", c10::IValue(meta.dump()));
-  archive.write("genrec/items", c10::IValue(items.serialize()));
+  write_checkpoint_header(archive, meta, items);
   ranker.save(archive);
   write_checkpoint_archive(path, archive);
 }
 
 LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path) {
-  std::string payload = read_checkpoint_payload(path);
+  torch::serialize::InputArchive archive;
+  CheckpointHeader header = read_checkpoint_header(path, archive);
+  const std::string type = header.meta["type"].get<std::string>();
+  if (!is_ranker_type(type))
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, "not a ranking model checkpoint (type " + type + ")");
   LoadedRanker out;
+  out.meta = std::move(header.meta);
+  out.items = std::move(header.items);
   try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(payload.data(), payload.size());
-    c10::IValue meta_v, items_v;
-    archive.read("genrec/meta", meta_v);
-    archive.read("genrec/items", items_v);
-    out.meta = nlohmann::json::parse(meta_v.toStringRef());
-    if (!is_ranker_type(out.meta.at("type").get<std::string>()))
-      throw InvalidInput(SourceLocation{path.string(), 0, ""}, "not a ranking model checkpoint (type " +
-                                                                  out.meta.at("type").get<std::string>() + ")");
-    out.items = Vocabulary::deserialize(items_v.toStringRef(), path.string() + " (item vocabulary)");
     out.ranker = std::make_unique<Ranker>(RankerOptions::from_json(out.meta.at("options")), out.items.size(),
                                           out.meta.at("n_feedback").get<int64_t>());
     out.ranker->load(archive);

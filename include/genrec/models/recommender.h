@@ -92,6 +92,17 @@ void save_checkpoint(const std::filesystem::path& path, const Recommender& model
 void write_checkpoint_archive(const std::filesystem::path& path, torch::serialize::OutputArchive& archive);
 // Reads and validates the framing (InvalidInput naming the file); returns the archive bytes.
 std::string read_checkpoint_payload(const std::filesystem::path& path);
+// What every checkpoint archive holds besides the model: meta JSON (type, options, n_items, ...)
+// and the item vocabulary the model was trained on.
+struct CheckpointHeader {
+  nlohmann::json meta;
+  Vocabulary items;
+};
+void write_checkpoint_header(torch::serialize::OutputArchive& archive, const nlohmann::json& meta,
+                             const Vocabulary& items);
+// Validates the file's framing, loads its payload into `archive` and reads the header;
+// InvalidInput naming the file on any failure. The model's tensors are then read from `archive`.
+CheckpointHeader read_checkpoint_header(const std::filesystem::path& path, torch::serialize::InputArchive& archive);
 // The "type" in a checkpoint's meta, without building its model.
 std::string checkpoint_type(const std::filesystem::path& path);
 
