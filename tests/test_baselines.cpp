@@ -1,5 +1,3 @@
-#include <functional>
-
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
@@ -11,6 +9,7 @@
 #include "genrec/data/import.h"
 #include "genrec/models/baselines.h"
 #include "genrec/rank/ranker.h"
+#include "test_expect.h"
 #include "test_util.h"
 
 using namespace genrec;
@@ -99,33 +98,24 @@ TEST(Baselines, CheckpointRoundTripGivesIdenticalScores) {
 
   // Valid framing around a payload that is not a genrec archive, or whose meta has no model
   // type: InvalidInput naming the file, from every reader of checkpoints.
-  auto expect_invalid = [](const std::function<void()>& f, const std::string& path, const std::string& what) {
-    try {
-      f();
-      ADD_FAILURE() << "no error for " << path;
-    } catch (const InvalidInput& e) {
-      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
   {
     torch::serialize::OutputArchive empty;
     write_checkpoint_archive(tmp / "empty.ckpt", empty);
   }
   const std::string empty = (tmp / "empty.ckpt").string();
-  expect_invalid([&] { load_checkpoint(empty); }, empty, "cannot read checkpoint");
-  expect_invalid([&] { checkpoint_type(empty); }, empty, "cannot read checkpoint");
-  expect_invalid([&] { load_ranker_checkpoint(empty); }, empty, "cannot read checkpoint");
+  EXPECT_INVALID(load_checkpoint(empty), empty, "cannot read checkpoint");
+  EXPECT_INVALID(checkpoint_type(empty), empty, "cannot read checkpoint");
+  EXPECT_INVALID(load_ranker_checkpoint(empty), empty, "cannot read checkpoint");
   {
     torch::serialize::OutputArchive untyped;
     write_checkpoint_header(untyped, {{"options", nlohmann::json::object()}}, ds.items);
     write_checkpoint_archive(tmp / "untyped.ckpt", untyped);
   }
   const std::string untyped = (tmp / "untyped.ckpt").string();
-  expect_invalid([&] { load_checkpoint(untyped); }, untyped, "no model type");
+  EXPECT_INVALID(load_checkpoint(untyped), untyped, "no model type");
   // A recommender checkpoint is not a ranker checkpoint.
   const std::string markov = (tmp / "m.ckpt").string();
-  expect_invalid([&] { load_ranker_checkpoint(markov); }, markov, "not a ranking model checkpoint (type markov)");
+  EXPECT_INVALID(load_ranker_checkpoint(markov), markov, "not a ranking model checkpoint (type markov)");
   EXPECT_EQ(checkpoint_type(markov), "markov");
 }
 

@@ -11,6 +11,7 @@
 
 #include "genrec/core/error.h"
 #include "genrec/rank/din.h"
+#include "test_expect.h"
 
 using namespace genrec;
 
@@ -93,24 +94,16 @@ TEST(DINOptions, Defaults) {
 }
 
 TEST(DINOptions, ValidationNamesTheOption) {
-  auto expect_invalid = [](const DINOptions& o, const std::string& name) {
-    try {
-      DIN net(o);
-      ADD_FAILURE() << "expected InvalidInput naming " << name;
-    } catch (const InvalidInput& e) {
-      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
-    }
-  };
-  expect_invalid(DINOptions(0, 3, 1), "n_items");
-  expect_invalid(DINOptions(10, 0, 1), "n_feedback");
-  expect_invalid(DINOptions(10, 3, 0), "n_tasks");
-  expect_invalid(DINOptions(10, 3, 1).d_model(0), "model.d_model");
-  expect_invalid(DINOptions(10, 3, 1).max_len(0), "model.max_len");
-  expect_invalid(DINOptions(10, 3, 1).attn_hidden({8, 0}), "model.attn_hidden");
-  expect_invalid(DINOptions(10, 3, 1).mlp_hidden({-1}), "model.mlp_hidden");
-  expect_invalid(DINOptions(10, 3, 1).dropout(1.0), "model.dropout");
-  expect_invalid(DINOptions(10, 3, 1).dropout(-0.1), "model.dropout");
-  expect_invalid(DINOptions(10, 3, 1).pair_chunk_bytes(0), "pair_chunk_bytes");
+  EXPECT_INVALID(DIN(DINOptions(0, 3, 1)), "n_items");
+  EXPECT_INVALID(DIN(DINOptions(10, 0, 1)), "n_feedback");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 0)), "n_tasks");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).d_model(0)), "model.d_model");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).max_len(0)), "model.max_len");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).attn_hidden({8, 0})), "model.attn_hidden");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).mlp_hidden({-1})), "model.mlp_hidden");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).dropout(1.0)), "model.dropout");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).dropout(-0.1)), "model.dropout");
+  EXPECT_INVALID(DIN(DINOptions(10, 3, 1).pair_chunk_bytes(0)), "pair_chunk_bytes");
   // Empty hidden lists are allowed (a linear attention unit / heads on the features).
   EXPECT_NO_THROW(DIN(DINOptions(10, 3, 1).attn_hidden({}).mlp_hidden({})));
 }

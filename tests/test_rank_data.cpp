@@ -8,6 +8,7 @@
 #include "genrec/data/generator.h"
 #include "genrec/data/split.h"
 #include "genrec/rank/rank_data.h"
+#include "test_expect.h"
 
 using namespace genrec;
 
@@ -48,23 +49,6 @@ Split temporal(int64_t c1, int64_t c2) {
   s.test_cut = c2;
   return s;
 }
-
-// The InvalidInput message of f(), or "" when it does not throw InvalidInput.
-template <class F>
-std::string invalid_message(F f) {
-  try {
-    f();
-  } catch (const InvalidInput& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_INVALID(expr, fragment)                                            \
-  do {                                                                            \
-    std::string msg_ = invalid_message([&] { (void)(expr); });                    \
-    EXPECT_NE(msg_.find(fragment), std::string::npos) << "message: '" << msg_ << "'"; \
-  } while (0)
 
 }  // namespace
 

@@ -353,7 +353,9 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     rethrow_with_stage("loading dataset of run " + run_dir.string());
   }
   const fs::path best = run_dir / "checkpoints" / "best.ckpt";
-  if (is_ranker_type(checkpoint_type(best))) {
+  // The run's config names the model family (as for train_run), so the checkpoint is read once;
+  // a checkpoint of the other family is refused by its loader, naming the file.
+  if (is_ranker_type(cfg.get_string("model.type", "markov"))) {
     if (!target_items.empty())
       throw InvalidInput("eval: --target-items applies to retrieval runs; " + run_dir.string() +
                          " is a ranking run (its temporal requests have many candidates, not one target)");
