@@ -352,25 +352,28 @@ TEST(Sequential, LearnsTheGeneratedTransitions) {
   EXPECT_GT(r, 0.3) << "random would be 0.1";
 }
 
-TEST(Sequential, ResumeGivesTheSameResultAsAnUninterruptedRun) {
-  TempDir tmp;
+namespace {
+
+// The runs of the resume and init_from tests: a 120-user, 50-item generated dataset and a
+// one-block SASRec trained for `epochs` epochs on one thread (`model_extra`: more [model] lines).
+GeneratorOptions small_generator() {
   GeneratorOptions g;
   g.n_users = 120;
   g.n_items = 50;
-  save_dataset(generate_dataset(g), tmp / "data");
-  const std::string config = R"(
-[model]
-type = "sasrec"
-d_model = 16
-max_len = 10
-n_blocks = 1
-dropout = 0.2
-[train]
-epochs = 4
-batch_size = 16
-threads = 1
-seed = 7
-)";
+  return g;
+}
+
+std::string small_sasrec_config(int epochs, const std::string& model_extra = "") {
+  return "[model]\ntype = \"sasrec\"\nd_model = 16\nmax_len = 10\nn_blocks = 1\n" + model_extra +
+         "[train]\nepochs = " + std::to_string(epochs) + "\nbatch_size = 16\nthreads = 1\nseed = 7\n";
+}
+
+}  // namespace
+
+TEST(Sequential, ResumeGivesTheSameResultAsAnUninterruptedRun) {
+  TempDir tmp;
+  save_dataset(generate_dataset(small_generator()), tmp / "data");
+  const std::string config = small_sasrec_config(4, "dropout = 0.2\n");
   TrainRequest full;
   full.config_text = config;
   full.data = tmp / "data";
@@ -405,24 +408,11 @@ seed = 7
 
 TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
   TempDir tmp;
-  GeneratorOptions g;
-  g.n_users = 120;
-  g.n_items = 50;
+  GeneratorOptions g = small_generator();
   save_dataset(generate_dataset(g), tmp / "data");
   g.n_items = 60;
   save_dataset(generate_dataset(g), tmp / "other_data");
-  const std::string config = R"(
-[model]
-type = "sasrec"
-d_model = 16
-max_len = 10
-n_blocks = 1
-[train]
-epochs = 3
-batch_size = 16
-threads = 1
-seed = 7
-)";
+  const std::string config = small_sasrec_config(3);
   TrainRequest first;
   first.config_text = config;
   first.data = tmp / "data";
