@@ -48,10 +48,10 @@ def main(argv):
     root = Path(argv[1] if len(argv) > 1 else "../shared/data/movielens/ml-100k")
     events = []
     for line_no, line in enumerate(open(root / "u.data"), 1):
-        fields = line.split("\t")
-        if len(fields) != 4:
-            sys.exit(f"{root / 'u.data'}:{line_no}: expected 4 tab-separated fields, got {len(fields)}")
-        events.append(tuple(int(f) for f in fields))
+        columns = line.split("\t")
+        if len(columns) != 4:
+            sys.exit(f"{root / 'u.data'}:{line_no}: expected 4 tab-separated fields, got {len(columns)}")
+        events.append(tuple(int(c) for c in columns))
     events.sort(key=lambda e: e[3])
     n = len(events)
     valid_cut, test_cut = events[int(0.8 * n)][3], events[int(0.9 * n)][3]
@@ -63,8 +63,8 @@ def main(argv):
                            "zip": zip_code[:1]}
     genres = {}
     for line in open(root / "u.item", encoding="latin-1"):
-        fields = line.rstrip("\n").split("|")
-        genres[int(fields[0])] = [g for g, flag in enumerate(fields[5:]) if flag == "1"]
+        columns = line.rstrip("\n").split("|")
+        genres[int(columns[0])] = [g for g, flag in enumerate(columns[5:]) if flag == "1"]
 
     train = [e for e in events if e[3] < valid_cut]
     first_time = {}
