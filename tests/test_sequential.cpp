@@ -463,6 +463,31 @@ TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
   refused({from}, tmp / "data", "one pass", "[model]\ntype = \"pop\"\n");
 }
 
+// data.train_on_valid (the fit before serving): the validation events are trained on, nothing is
+// validated, and early stopping cannot end the run (patience 1 would stop a validated one that
+// fails to improve); the last epoch's weights are kept. It changes what is trained on.
+TEST(Sequential, TrainOnValidKeepsTheLastEpoch) {
+  TempDir tmp;
+  save_dataset(generate_dataset(small_generator()), tmp / "data");
+  TrainRequest req;
+  req.config_text = small_sasrec_config(3) + "eval_every = 1\npatience = 1\n";
+  req.data = tmp / "data";
+  req.out = tmp / "run";
+  req.overrides = {"data.train_on_valid=true"};
+  TrainResult r = train_run(req);
+  genrec::test::expect_trained_on_valid(tmp / "run", 3, r.test);
+  TrainRequest plain = req;
+  plain.out = tmp / "plain";
+  plain.overrides = {"train.patience=3"};
+  EXPECT_NE(train_run(plain).test.metrics, r.test.metrics);
+  // Rankers select on validation and do not take it.
+  TrainRequest ranker = req;
+  ranker.out = tmp / "ranker";
+  ranker.config_text = "[model]\ntype = \"din\"\n[data]\nsplit = \"temporal\"\n";
+  EXPECT_INVALID(train_run(ranker), "data.train_on_valid", "ranking");
+  EXPECT_FALSE(std::filesystem::exists(tmp / "ranker"));
+}
+
 TEST(Sequential, BadOptionsAreRejected) {
   SequentialOptions o;
   o.loss = "hinge";

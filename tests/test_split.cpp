@@ -58,6 +58,37 @@ TEST(Split, TemporalCutsByGlobalTime) {
   EXPECT_EQ(s.test_index[2], 4);
 }
 
+// data.train_on_valid: the validation events join training, no validation targets remain, the
+// test targets are unchanged.
+TEST(Split, TrainOnValidMovesValidationEventsIntoTraining) {
+  Dataset ds = make({{{1, 0}, {2, 0}, {3, 0}, {4, 0}}, {{1, 0}, {2, 0}}, {{5, 0}, {6, 0}, {7, 0}}}, false);
+  SplitOptions o;
+  o.train_on_valid = true;
+  Split s = make_split(ds, o);
+  EXPECT_EQ(s.train_end[1], 3);
+  EXPECT_EQ(s.test_index[1], 3);
+  EXPECT_EQ(s.train_end[2], 2);
+  EXPECT_EQ(s.test_index[2], -1);
+  EXPECT_EQ(s.train_end[3], 2);
+  EXPECT_EQ(s.test_index[3], 2);
+  EXPECT_EQ(s.n_targets(SplitPart::Valid), 0);
+  EXPECT_EQ(s.n_targets(SplitPart::Test), 2);
+  EXPECT_EQ(s.describe(), "leave-one-out, validation events trained on");
+
+  // Temporal (the data of TemporalCutsByGlobalTime): training runs up to the test cut.
+  Dataset timed = make({{{1, 1}, {2, 2}, {3, 7}, {4, 8}, {5, 9}}, {{6, 3}, {7, 4}, {8, 5}, {9, 6}, {10, 10}}}, true);
+  o.kind = "temporal";
+  o.valid_fraction = 0.2;
+  o.test_fraction = 0.2;
+  Split t = make_split(timed, o);
+  EXPECT_EQ(t.train_end[1], 4);  // t = 1, 2, 7, 8
+  EXPECT_EQ(t.test_index[1], 4);
+  EXPECT_EQ(t.train_end[2], 4);
+  EXPECT_EQ(t.test_index[2], 4);
+  EXPECT_EQ(t.n_targets(SplitPart::Valid), 0);
+  EXPECT_NE(t.describe().find("validation events trained on"), std::string::npos);
+}
+
 TEST(Split, Errors) {
   Dataset no_time = make({{{1, 0}, {2, 0}, {3, 0}}}, false);
   SplitOptions o;

@@ -506,6 +506,12 @@ threads = 1
   next.out = tmp / "stage2";
   next.overrides = {"train.init_from=\"" + (tmp / "run").string() + "\"", "train.epochs=1", "train.lr=1e-20"};
   EXPECT_EQ(train_run(next).test.metrics, r.test.metrics);
+  // A second stage on the training and validation events (data.train_on_valid): no validation,
+  // early stopping cannot end it, its last epoch is kept.
+  TrainRequest refit = req;
+  refit.out = tmp / "refit";
+  refit.overrides = {"train.init_from=\"" + (tmp / "run").string() + "\"", "data.train_on_valid=true", "train.patience=1"};
+  genrec::test::expect_trained_on_valid(tmp / "refit", 2, train_run(refit).test);
   for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
            {"model.sid=\"" + (tmp / "other_codes.bin").string() + "\"", "semantic IDs differ"},
            {"model.code_init=\"" + (tmp / "rq.safetensors").string() + "\"", "keep one"}}) {

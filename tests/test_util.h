@@ -8,10 +8,15 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "genrec/data/import.h"
+#include "genrec/train/runner.h"
+#include "test_expect.h"
 
 namespace genrec::test {
 
@@ -89,6 +94,29 @@ inline Dataset dataset_from_sequences(const std::vector<std::vector<int>>& seqs)
     }
   nlohmann::json report;
   return build_dataset(std::move(log), SideInfo{}, CleaningOptions{}, IdKind::Numeric, report);
+}
+
+// A run trained with data.train_on_valid for `epochs` epochs, validated every epoch: each log
+// line is a new best without validation metrics, metrics.json names the last epoch and holds no
+// validation metrics, the run evaluates on test to `test` again (its best weights are its last),
+// and evaluating its validation split is refused.
+inline void expect_trained_on_valid(const fs::path& run, int64_t epochs, const EvalResult& test) {
+  std::istringstream log(read_text(run / "train_log.jsonl"));
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(log, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("epoch"), ++n) << line;
+    EXPECT_TRUE(j.at("best").get<bool>()) << line;
+    EXPECT_FALSE(j.contains("valid")) << line;
+  }
+  EXPECT_EQ(n, epochs);
+  const auto metrics = nlohmann::json::parse(read_text(run / "metrics.json"));
+  EXPECT_EQ(metrics.at("best_epoch"), epochs);
+  EXPECT_TRUE(metrics.at("valid").empty()) << metrics.dump();
+  EXPECT_NE(metrics.at("protocol").get<std::string>().find("validation events trained on"), std::string::npos);
+  EXPECT_EQ(eval_run(run, SplitPart::Test).metrics, test.metrics);
+  EXPECT_INVALID(eval_run(run, SplitPart::Valid), run.string(), "data.train_on_valid");
 }
 
 }  // namespace genrec::test

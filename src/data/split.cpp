@@ -27,9 +27,11 @@ int64_t Split::n_train_events() const {
 }
 
 std::string Split::describe() const {
-  if (kind == "temporal")
-    return "temporal (cuts at t=" + std::to_string(valid_cut) + " and t=" + std::to_string(test_cut) + ")";
-  return "leave-one-out";
+  std::string d = kind == "temporal"
+                      ? "temporal (cuts at t=" + std::to_string(valid_cut) + " and t=" + std::to_string(test_cut) + ")"
+                      : "leave-one-out";
+  if (train_on_valid) d += ", validation events trained on";
+  return d;
 }
 
 std::vector<double> train_item_counts(const Dataset& ds, const Split& split) {
@@ -44,6 +46,7 @@ std::vector<double> train_item_counts(const Dataset& ds, const Split& split) {
 Split make_split(const Dataset& ds, const SplitOptions& options) {
   Split s;
   s.kind = options.kind;
+  s.train_on_valid = options.train_on_valid;
   const auto n = static_cast<size_t>(ds.n_users()) + 1;
   s.train_end.assign(n, 0);
   s.valid_index.assign(n, -1);
@@ -53,8 +56,8 @@ Split make_split(const Dataset& ds, const SplitOptions& options) {
       int64_t len = ds.user(u).size;
       auto uu = static_cast<size_t>(u);
       if (len >= 3) {
-        s.train_end[uu] = len - 2;
-        s.valid_index[uu] = len - 2;
+        s.train_end[uu] = options.train_on_valid ? len - 1 : len - 2;
+        s.valid_index[uu] = options.train_on_valid ? -1 : len - 2;
         s.test_index[uu] = len - 1;
       } else {
         s.train_end[uu] = len;
@@ -81,8 +84,9 @@ Split make_split(const Dataset& ds, const SplitOptions& options) {
     int64_t k = 0;
     while (k < ev.size && ev.timestamps[k] < s.valid_cut) ++k;
     s.train_end[uu] = k;
-    if (k < ev.size && ev.timestamps[k] < s.test_cut && k >= 1) s.valid_index[uu] = k;
+    if (k < ev.size && ev.timestamps[k] < s.test_cut && k >= 1 && !options.train_on_valid) s.valid_index[uu] = k;
     while (k < ev.size && ev.timestamps[k] < s.test_cut) ++k;
+    if (options.train_on_valid) s.train_end[uu] = k;
     if (k < ev.size && k >= 1) s.test_index[uu] = k;
   }
   return s;

@@ -421,6 +421,7 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
                     return n;
                   }()));
 
+  const bool validate = split.n_targets(SplitPart::Valid) > 0;
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
     // Everything random in an epoch derives from (seed, epoch): resume reproduces it.
@@ -513,34 +514,36 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
     st.meta.elapsed_seconds += secs;
 
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
-      EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
-      st.meta.elapsed_seconds += r.seconds;
-      auto m = r.metrics.find(o.metric);
-      if (m == r.metrics.end()) throw InvalidInput("train.metric '" + o.metric + "' is not among the evaluated metrics");
-      bool best = m->second > st.meta.best_metric;
-      if (best) {
-        st.meta.best_metric = m->second;
-        st.meta.best_epoch = epoch;
-        st.meta.bad_evals = 0;
-        st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-        st.best = clone_params(*net);
-      } else if (++st.meta.bad_evals >= o.patience) {
-        st.meta.stopped = true;
+      EvalResult r;
+      std::optional<double> value;  // none without validation targets (data.train_on_valid)
+      if (validate) {
+        r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
+        st.meta.elapsed_seconds += r.seconds;
+        auto m = r.metrics.find(o.metric);
+        if (m == r.metrics.end()) throw InvalidInput("train.metric '" + o.metric + "' is not among the evaluated metrics");
+        value = m->second;
       }
+      const bool best = update_best(st.meta, value, epoch, o.patience);
+      if (best) st.best = clone_params(*net);
       nlohmann::json line = {{"epoch", epoch},
                              {"step", st.meta.step},
                              {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_positions))},
                              {"epoch_seconds", secs},
                              {"seqs_per_second", static_cast<double>(n_seqs) / secs},
                              {"tokens_per_second", static_cast<double>(n_positions) / secs},
-                             {"valid", r.metrics},
-                             {"valid_seconds", r.seconds},
                              {"elapsed_seconds", st.meta.elapsed_seconds},
                              {"best_epoch", st.meta.best_epoch},
                              {"best", best}};
-      GENREC_LOG_INFO("epoch %lld: loss %.4f, %.0f seqs/s, valid %s %.4f%s", static_cast<long long>(epoch),
-                      line["loss"].get<double>(), line["seqs_per_second"].get<double>(), o.metric.c_str(), m->second,
-                      best ? " (best)" : "");
+      if (validate) {
+        line["valid"] = r.metrics;
+        line["valid_seconds"] = r.seconds;
+        GENREC_LOG_INFO("epoch %lld: loss %.4f, %.0f seqs/s, valid %s %.4f%s", static_cast<long long>(epoch),
+                        line["loss"].get<double>(), line["seqs_per_second"].get<double>(), o.metric.c_str(), *value,
+                        best ? " (best)" : "");
+      } else {
+        GENREC_LOG_INFO("epoch %lld: loss %.4f, %.0f seqs/s (no validation: the validation events are trained on)",
+                        static_cast<long long>(epoch), line["loss"].get<double>(), line["seqs_per_second"].get<double>());
+      }
       if (ctx.on_validation) ctx.on_validation(*this, line, best);
     }
   }

@@ -812,6 +812,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
   GENREC_LOG_INFO("tiger: %zu training examples, %lld batches/epoch, %lld parameters, %d levels", examples.size(),
                   static_cast<long long>(steps_per_epoch), static_cast<long long>(n_params), st.sid.levels);
 
+  const bool validate = split.n_targets(SplitPart::Valid) > 0;
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
     torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -877,35 +878,38 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     st.meta.elapsed_seconds += secs;
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
       if (o.history_bias) estimate_history_bias(ds, split);
-      EvalResult r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
-      st.meta.elapsed_seconds += r.seconds;
-      auto m = r.metrics.find(o.metric);
-      if (m == r.metrics.end()) throw InvalidInput("tiger: model.metric '" + o.metric + "' is not among the evaluated metrics");
-      const bool best = m->second > st.meta.best_metric;
-      if (best) {
-        st.meta.best_metric = m->second;
-        st.meta.best_epoch = epoch;
-        st.meta.bad_evals = 0;
-        st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-        st.best = clone_params(*net);
-      } else if (++st.meta.bad_evals >= o.patience) {
-        st.meta.stopped = true;
+      EvalResult r;
+      std::optional<double> value;  // none without validation targets (data.train_on_valid)
+      if (validate) {
+        r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
+        st.meta.elapsed_seconds += r.seconds;
+        auto m = r.metrics.find(o.metric);
+        if (m == r.metrics.end()) throw InvalidInput("tiger: model.metric '" + o.metric + "' is not among the evaluated metrics");
+        value = m->second;
       }
+      const bool best = update_best(st.meta, value, epoch, o.patience);
+      if (best) st.best = clone_params(*net);
       nlohmann::json line = {{"epoch", epoch},
                              {"step", st.meta.step},
                              {"loss", loss_sum / static_cast<double>(std::max<int64_t>(1, n_seen))},
                              {"epoch_seconds", secs},
                              {"examples_per_second", static_cast<double>(n_seen) / secs},
-                             {"valid", r.metrics},
-                             {"valid_seconds", r.seconds},
                              {"elapsed_seconds", st.meta.elapsed_seconds},
                              {"best_epoch", st.meta.best_epoch},
                              {"best", best}};
+      if (validate) {
+        line["valid"] = r.metrics;
+        line["valid_seconds"] = r.seconds;
+      }
       // JSON has no infinity: b = -inf is written as the string "-inf".
       if (o.history_bias)
         line["history_bias"] = std::isfinite(st.history_bias) ? nlohmann::json(st.history_bias) : nlohmann::json("-inf");
-      GENREC_LOG_INFO("epoch %lld: loss %.4f, valid %s %.4f%s", static_cast<long long>(epoch), line["loss"].get<double>(),
-                      o.metric.c_str(), m->second, best ? " (best)" : "");
+      if (validate)
+        GENREC_LOG_INFO("epoch %lld: loss %.4f, valid %s %.4f%s", static_cast<long long>(epoch), line["loss"].get<double>(),
+                        o.metric.c_str(), *value, best ? " (best)" : "");
+      else
+        GENREC_LOG_INFO("epoch %lld: loss %.4f (no validation: the validation events are trained on)",
+                        static_cast<long long>(epoch), line["loss"].get<double>());
       if (ctx.on_validation) ctx.on_validation(*this, line, best);
     }
   }

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,23 @@ struct TrainMeta {
     return m;
   }
 };
+
+// The checkpoint decision at an evaluation point; true when these weights are the new best.
+// With a validation metric: better than the best so far, else one more evaluation without gain
+// (training stops after `patience` of them). Without one (data.train_on_valid: no validation
+// targets) every evaluation point is the new best, so training ends with its last weights.
+inline bool update_best(TrainMeta& meta, std::optional<double> metric, int64_t epoch, int64_t patience) {
+  const bool best = !metric || *metric > meta.best_metric;
+  if (best) {
+    if (metric) meta.best_metric = *metric;
+    meta.best_epoch = epoch;
+    meta.bad_evals = 0;
+    meta.best_elapsed_seconds = meta.elapsed_seconds;
+  } else if (++meta.bad_evals >= patience) {
+    meta.stopped = true;
+  }
+  return best;
+}
 
 inline std::vector<torch::Tensor> clone_params(torch::nn::Module& net) {
   std::vector<torch::Tensor> out;

@@ -72,6 +72,7 @@ RunSettings read_settings(Config& cfg) {
   s.split.kind = cfg.get_string("data.split", "leave_one_out");
   s.split.valid_fraction = cfg.get_double("data.valid_fraction", 0.1);
   s.split.test_fraction = cfg.get_double("data.test_fraction", 0.1);
+  s.split.train_on_valid = cfg.get_bool("data.train_on_valid", false);
   s.eval.ks = cfg.get_int_list("eval.ks", {5, 10, 20});
   s.eval.exclude_seen = cfg.get_bool("eval.exclude_seen", false);
   s.eval.batch_size = cfg.get_int("eval.batch_size", 256);
@@ -165,6 +166,8 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
     throw InvalidInput("--resume is not supported for ranking models (genrank, din): start again with --force");
   if (!s.init_from.empty())
     throw InvalidInput(cfg.source() + ": train.init_from is not supported for ranking models (genrank, din)");
+  if (s.split.train_on_valid)
+    throw InvalidInput(cfg.source() + ": data.train_on_valid is not supported for ranking models (genrank, din)");
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
   Dataset ds = load_run_dataset(s.data_path, "loading dataset");
@@ -246,8 +249,10 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   Split split = make_split(ds, s.split);
   auto model = make_recommender(cfg, ds.n_items());
   cfg.check_unused();  // every key of the file is known by now
-  if (split.n_targets(SplitPart::Valid) == 0 || split.n_targets(SplitPart::Test) == 0)
+  if ((split.n_targets(SplitPart::Valid) == 0 && !s.split.train_on_valid) || split.n_targets(SplitPart::Test) == 0)
     throw InvalidInput(s.data_path.string() + ": the split leaves no validation or test users");
+  if (s.split.train_on_valid)
+    GENREC_LOG_INFO("data.train_on_valid: the validation events are trained on; no validation, the last epoch is kept");
   if (!req.resume && !s.init_from.empty()) {
     if (!model->iterative())
       throw InvalidInput(cfg.source() + ": train.init_from: model '" + model->type() +
@@ -301,8 +306,8 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   TrainResult result;
   result.run_dir = req.out;
   result.train_seconds = train_s;
-  // The model now holds its best weights.
-  result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
+  // The model now holds its best weights (with data.train_on_valid: its last; no validation).
+  if (!s.split.train_on_valid) result.valid = evaluate(*model, ds, split, SplitPart::Valid, s.eval, progress);
   int64_t best_epoch = 0;
   double seconds_to_best = train_s;  // non-iterative models: the whole fit
   if (!model->iterative()) {
@@ -332,7 +337,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   metrics["best_epoch"] = best_epoch;
   metrics["train_seconds"] = train_s;
   metrics["seconds_to_best"] = seconds_to_best;  // training + validation wall time until the best checkpoint
-  metrics["valid"] = result.valid.metrics;
+  metrics["valid"] = result.valid.metrics;  // {} with data.train_on_valid
   write_file_atomic(req.out / "metrics.json", metrics.dump(2) + "\n");
   GENREC_LOG_INFO("%s: test recall@10 %.4f ndcg@10 %.4f (%lld users)", model->type().c_str(),
                   result.test.metrics.count("recall@10") ? result.test.metrics.at("recall@10") : -1.0,
@@ -345,6 +350,9 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
                     const ProgressCallback& progress, const fs::path& target_items) {
   Config cfg = load_run_config(run_dir, overrides);
   RunSettings s = read_settings(cfg);
+  if (part == SplitPart::Valid && s.split.train_on_valid)
+    throw InvalidInput("eval: " + run_dir.string() +
+                       " trained on its validation events (data.train_on_valid = true): only --split test measures it");
   set_threads(s.threads);
   Dataset ds;
   try {

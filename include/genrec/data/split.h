@@ -27,6 +27,10 @@ struct SplitOptions {
   std::string kind = "leave_one_out";  // leave_one_out | temporal
   double valid_fraction = 0.1;         // temporal only: share of events (by time) after cut 1
   double test_fraction = 0.1;          // temporal only: share of events after cut 2
+  // The final fit before serving: the validation events become training events and the split
+  // has no validation targets (no model selection: training keeps its last weights). Test
+  // targets are unchanged and still never trained on.
+  bool train_on_valid = false;
 };
 
 enum class SplitPart { Valid, Test };
@@ -39,6 +43,7 @@ struct Split {
   std::vector<int64_t> valid_index;  // [n_users + 1] index of the valid target, -1 for none
   std::vector<int64_t> test_index;   // [n_users + 1] index of the test target, -1 for none
   int64_t valid_cut = 0, test_cut = 0;  // temporal: the timestamp cuts
+  bool train_on_valid = false;          // SplitOptions::train_on_valid: no validation targets
 
   const std::vector<int64_t>& targets(SplitPart part) const {
     return part == SplitPart::Valid ? valid_index : test_index;
