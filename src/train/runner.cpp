@@ -86,6 +86,10 @@ RunSettings read_settings(Config& cfg) {
   return s;
 }
 
+// A ranking run (genrank, din) or a retrieval one; the run's config says which (model.type's
+// default is the markov retrieval baseline).
+bool is_ranking_run(Config& cfg) { return is_ranker_type(cfg.get_string("model.type", "markov")); }
+
 nlohmann::json with_time(const EvalResult& r) {
   nlohmann::json j = r.to_json();
   j["seconds"] = r.seconds;
@@ -235,7 +239,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     s.init_from = fs::absolute(s.init_from).lexically_normal();
     cfg.set_override("train.init_from=\"" + s.init_from.string() + "\"");
   }
-  if (is_ranker_type(cfg.get_string("model.type", "markov"))) return rank_train_run(cfg, s, req, progress);
+  if (is_ranking_run(cfg)) return rank_train_run(cfg, s, req, progress);
 
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
@@ -363,7 +367,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   const fs::path best = run_dir / "checkpoints" / "best.ckpt";
   // The run's config names the model family (as for train_run), so the checkpoint is read once;
   // a checkpoint of the other family is refused by its loader, naming the file.
-  if (is_ranker_type(cfg.get_string("model.type", "markov"))) {
+  if (is_ranking_run(cfg)) {
     if (!target_items.empty())
       throw InvalidInput("eval: --target-items applies to retrieval runs; " + run_dir.string() +
                          " is a ranking run (its temporal requests have many candidates, not one target)");

@@ -9,6 +9,10 @@
 //                 the first cut; a user's first event in [cut1, cut2) is its valid target and
 //                 its first event at or after cut2 its test target (each only with a non-empty
 //                 history).
+//  train_on_valid: the fit before serving, once settings are chosen on validation: the
+//                 validation events become training events (leave-one-out: all but the last;
+//                 temporal: everything before the second cut) and there are no validation
+//                 targets. Test targets are the same and still never trained on.
 //
 // Example:
 //   Split split = make_split(ds, SplitOptions{});           // leave-one-out
