@@ -161,12 +161,7 @@ TEST(Dataset, SaveLoadRoundTrip) {
 
 namespace {
 std::string load_error(const std::filesystem::path& dir) {
-  try {
-    load_dataset(dir);
-  } catch (const InvalidInput& e) {
-    return e.what();
-  }
-  return "";
+  return genrec::test::invalid_message([&] { load_dataset(dir); });
 }
 }  // namespace
 

@@ -12,7 +12,11 @@
 
 namespace genrec::test {
 
-// The message of the InvalidInput that f() throws; a marker message when it throws none.
+// What invalid_message returns when nothing is thrown.
+inline constexpr const char* kNoInvalidInput = "<no InvalidInput thrown>";
+
+// The message of the InvalidInput that f() throws; kNoInvalidInput when it throws none (another
+// exception propagates, failing the test).
 template <class F>
 std::string invalid_message(F&& f) {
   try {
@@ -20,7 +24,7 @@ std::string invalid_message(F&& f) {
   } catch (const ::genrec::InvalidInput& e) {
     return e.what();
   }
-  return "<no InvalidInput thrown>";
+  return kNoInvalidInput;
 }
 
 }  // namespace genrec::test

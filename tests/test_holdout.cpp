@@ -77,13 +77,7 @@ std::vector<int64_t> times_of(const Dataset& ds, int32_t u) {
 }
 
 std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InvalidInput& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InvalidInput thrown";
-  return "";
+  return genrec::test::invalid_message(f);
 }
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }

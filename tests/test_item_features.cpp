@@ -51,18 +51,7 @@ double norm_of(const std::vector<float>& v) {
   return std::sqrt(s);
 }
 
-// The message of the InvalidInput `fn` throws ("" when it throws nothing or something else).
-template <class F>
-std::string invalid_input_message(F&& fn) {
-  try {
-    fn();
-  } catch (const InvalidInput& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("OTHER: ") + e.what();
-  }
-  return "NOTHING THROWN";
-}
+using genrec::test::invalid_message;
 
 std::string npy_bytes(const std::string& descr, const std::string& fortran, const std::string& shape,
                       const std::vector<float>& data) {
@@ -112,7 +101,7 @@ TEST(ItemFeatures, ParsesSpecs) {
   EXPECT_EQ(s.reduce, "random");
   for (const char* bad : {"bogus:3", "text:abc", "text:0", "text:8:-1", "text:8:1:2", "matrix", "matrix:",
                           "run:dir:1:2", "text:8:reduce=pca", "text:8:tensor=x", "attributes:4:colour=red"}) {
-    std::string msg = invalid_input_message([&] { parse_feature_spec(bad); });
+    std::string msg = invalid_message([&] { parse_feature_spec(bad); });
     EXPECT_NE(msg.find(std::string("--features ") + bad), std::string::npos) << bad << " -> " << msg;
   }
 }
@@ -163,7 +152,7 @@ TEST(ItemFeatures, TextRowsEqualForIdenticalTextAndDifferOtherwise) {
   Dataset no_text = ds;
   no_text.item_text.clear();
   no_text.has_item_text.clear();
-  EXPECT_NE(invalid_input_message([&] { build_item_feature_block(no_text, parse_feature_spec("text"), 1); })
+  EXPECT_NE(invalid_message([&] { build_item_feature_block(no_text, parse_feature_spec("text"), 1); })
                 .find("no item text"),
             std::string::npos);
 }
@@ -206,7 +195,7 @@ TEST(ItemFeatures, AttributeRowsFollowAttributeSets) {
   Dataset none = ds;
   none.attribute_offsets.clear();
   none.attribute_values.clear();
-  EXPECT_NE(invalid_input_message([&] { build_item_feature_block(none, parse_feature_spec("attributes"), 1); })
+  EXPECT_NE(invalid_message([&] { build_item_feature_block(none, parse_feature_spec("attributes"), 1); })
                 .find("no item attributes"),
             std::string::npos);
 }
@@ -243,17 +232,17 @@ TEST(ItemFeatures, NpyMatrixRowsAndErrors) {
   };
   for (const auto& b : bads) {
     fs::path bp = write_text(tmp / b.name, b.bytes);
-    std::string msg = invalid_input_message([&] { read_item_matrix(bp, items); });
+    std::string msg = invalid_message([&] { read_item_matrix(bp, items); });
     EXPECT_NE(msg.find(bp.string() + ": " + b.expect), std::string::npos) << b.name << " -> " << msg;
   }
   std::vector<float> nan = m;
   nan[4] = std::nanf("");
   fs::path np = write_text(tmp / "nan.npy", npy_bytes("<f4", "False", "(5, 3)", nan));
-  EXPECT_NE(invalid_input_message([&] { read_item_matrix(np, items); }).find("field row 1: value 1 is not finite"),
+  EXPECT_NE(invalid_message([&] { read_item_matrix(np, items); }).find("field row 1: value 1 is not finite"),
             std::string::npos);
-  EXPECT_NE(invalid_input_message([&] { read_item_matrix(tmp / "missing.npy", items); }).find("missing.npy"),
+  EXPECT_NE(invalid_message([&] { read_item_matrix(tmp / "missing.npy", items); }).find("missing.npy"),
             std::string::npos);
-  EXPECT_NE(invalid_input_message([&] { read_item_matrix(write_text(tmp / "x.csv", "a,b\n"), items); })
+  EXPECT_NE(invalid_message([&] { read_item_matrix(write_text(tmp / "x.csv", "a,b\n"), items); })
                 .find("unknown matrix format"),
             std::string::npos);
 }
@@ -276,32 +265,32 @@ TEST(ItemFeatures, SafetensorsMatrixRowsAndErrors) {
                           {"items.weight", "F32", {5, 3}, b.data(), b.size() * 4},
                           {"f64", "F64", {4, 2}, d.data(), d.size() * 8},
                           {"bias", "F32", {3}, v.data(), 12}});
-  std::string msg = invalid_input_message([&] { read_item_matrix(two, items); });
+  std::string msg = invalid_message([&] { read_item_matrix(two, items); });
   EXPECT_NE(msg.find(two.string() + ": field tensor: several 2-D float tensors"), std::string::npos) << msg;
   f = read_item_matrix(two, items, "items.weight");
   ASSERT_EQ(f.dim, 3);
   EXPECT_EQ(f.row(1)[0], b[3]);  // row 0 = padding
   f = read_item_matrix(two, items, "f64");
   EXPECT_EQ(f.row(2)[1], 4.0f);
-  msg = invalid_input_message([&] { read_item_matrix(two, items, "bias"); });
+  msg = invalid_message([&] { read_item_matrix(two, items, "bias"); });
   EXPECT_NE(msg.find("field bias: expected a 2-D tensor"), std::string::npos) << msg;
-  msg = invalid_input_message([&] { read_item_matrix(two, items, "nope"); });
+  msg = invalid_message([&] { read_item_matrix(two, items, "nope"); });
   EXPECT_NE(msg.find("nope"), std::string::npos) << msg;
   fs::path rows = tmp / "rows.safetensors";
   write_safetensors(rows, {{"emb", "F32", {3, 2}, a.data(), 24}});
-  msg = invalid_input_message([&] { read_item_matrix(rows, items); });
+  msg = invalid_message([&] { read_item_matrix(rows, items); });
   EXPECT_NE(msg.find(rows.string() + ": field shape: the matrix has 3 rows"), std::string::npos) << msg;
   fs::path ints = tmp / "ints.safetensors";
   std::vector<int32_t> iv(8, 1);
   write_safetensors(ints, {{"emb", "I32", {4, 2}, iv.data(), 32}});
-  msg = invalid_input_message([&] { read_item_matrix(ints, items); });
+  msg = invalid_message([&] { read_item_matrix(ints, items); });
   EXPECT_NE(msg.find("no 2-D float tensor"), std::string::npos) << msg;
-  msg = invalid_input_message([&] { read_item_matrix(ints, items, "emb"); });
+  msg = invalid_message([&] { read_item_matrix(ints, items, "emb"); });
   EXPECT_NE(msg.find("field emb: dtype I32 is not supported"), std::string::npos) << msg;
   fs::path garbage = write_text(tmp / "garbage.safetensors", "xx");
-  msg = invalid_input_message([&] { read_item_matrix(garbage, items); });
+  msg = invalid_message([&] { read_item_matrix(garbage, items); });
   EXPECT_NE(msg.find("garbage.safetensors"), std::string::npos) << msg;
-  msg = invalid_input_message([&] { read_item_matrix(tmp / "a.npy", items, "emb"); });
+  msg = invalid_message([&] { read_item_matrix(tmp / "a.npy", items, "emb"); });
   EXPECT_NE(msg.find("tensor=NAME applies to .safetensors"), std::string::npos) << msg;
 }
 
@@ -331,7 +320,7 @@ TEST(ItemFeatures, TsvMatrixMatchesRawIdsAndReportsLines) {
   };
   for (const auto& b : bads) {
     fs::path bp = write_text(tmp / b.name, b.text);
-    std::string msg = invalid_input_message([&] { read_item_matrix(bp, items); });
+    std::string msg = invalid_message([&] { read_item_matrix(bp, items); });
     EXPECT_NE(msg.find(bp.string() + b.expect), std::string::npos) << b.name << " -> " << msg;
   }
 }
@@ -368,7 +357,7 @@ TEST(ItemFeatures, WeightsScaleConcatenatedBlocks) {
   // A source error names its position.
   ItemFeatureOptions bad;
   bad.sources = {parse_feature_spec("text:8"), parse_feature_spec("matrix:" + (tmp / "nope.npy").string())};
-  std::string msg = invalid_input_message([&] { build_item_features(ds, bad, 1); });
+  std::string msg = invalid_message([&] { build_item_features(ds, bad, 1); });
   EXPECT_NE(msg.find("feature source 2 (matrix)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("nope.npy"), std::string::npos) << msg;
 }
@@ -401,10 +390,10 @@ TEST(ItemFeatures, RunSourceTakesTheCheckpointsItemEmbeddings) {
   pop.config_text = "[model]\ntype = \"pop\"\n[train]\nthreads = 1\n";
   pop.out = tmp / "pop";
   train_run(pop);
-  std::string msg = invalid_input_message(
+  std::string msg = invalid_message(
       [&] { build_item_feature_block(ds, parse_feature_spec("run:" + (tmp / "pop").string()), 1); });
   EXPECT_NE(msg.find("model type 'pop' has no item embeddings"), std::string::npos) << msg;
-  msg = invalid_input_message([&] { build_item_feature_block(ds, parse_feature_spec("run:" + (tmp / "data").string()), 1); });
+  msg = invalid_message([&] { build_item_feature_block(ds, parse_feature_spec("run:" + (tmp / "data").string()), 1); });
   EXPECT_NE(msg.find("not a run directory"), std::string::npos) << msg;
 }
 
@@ -438,11 +427,11 @@ TEST(SidBuild, LibraryRunWritesCodesAndFailureLeavesNothing) {
   EXPECT_EQ(js.codes, sid.codes);
 
   // Same request again: the output exists.
-  EXPECT_NE(invalid_input_message([&] { sid_build_run(req); }).find("already exists"), std::string::npos);
+  EXPECT_NE(invalid_message([&] { sid_build_run(req); }).find("already exists"), std::string::npos);
   // A bad source fails before anything is written.
   req.out = tmp / "sid_bad";
   req.features = {"text:16", "matrix:" + write_text(tmp / "bad.tsv", "nope\t1\n").string()};
-  EXPECT_NE(invalid_input_message([&] { sid_build_run(req); }).find("bad.tsv:1: field item"), std::string::npos);
+  EXPECT_NE(invalid_message([&] { sid_build_run(req); }).find("bad.tsv:1: field item"), std::string::npos);
   EXPECT_FALSE(fs::exists(tmp / "sid_bad"));
   for (const auto& e : fs::directory_iterator(tmp.path()))
     EXPECT_EQ(e.path().filename().string().find("sid_bad"), std::string::npos) << e.path();

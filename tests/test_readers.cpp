@@ -16,6 +16,7 @@
 
 #include "genrec/core/error.h"
 #include "genrec/data/import.h"
+#include "test_expect.h"
 
 namespace fs = std::filesystem;
 using genrec::IdKind;
@@ -76,15 +77,7 @@ std::vector<std::string> actions(const RawLog& log) {
   return out;
 }
 
-// The message of the InvalidInput thrown by f, or "<no error>".
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InvalidInput& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using genrec::test::invalid_message;
 
 RawLog read(const fs::path& p, const ReaderOptions& o) {
   RawLog log;
@@ -93,7 +86,7 @@ RawLog read(const fs::path& p, const ReaderOptions& o) {
 }
 
 std::string read_error(const fs::path& p, const ReaderOptions& o) {
-  return error_of([&] { read(p, o); });
+  return invalid_message([&] { read(p, o); });
 }
 
 const char* kNumericReason = " is not a non-negative integer (ids are declared numeric; use --ids string)";
@@ -143,7 +136,7 @@ TEST(ReadersIds, CheckIdField) {
   EXPECT_EQ(genrec::check_id_field("007", IdKind::String, at), "007");
   EXPECT_EQ(genrec::check_id_field("B00 x\xC3\xA9", IdKind::String, at), "B00 x\xC3\xA9");
 
-  auto err = [&](std::string_view f, IdKind k) { return error_of([&] { genrec::check_id_field(f, k, at); }); };
+  auto err = [&](std::string_view f, IdKind k) { return invalid_message([&] { genrec::check_id_field(f, k, at); }); };
   EXPECT_EQ(err("abc", IdKind::Numeric), std::string("f.txt:3: field item: 'abc'") + kNumericReason);
   EXPECT_EQ(err("-1", IdKind::Numeric), std::string("f.txt:3: field item: '-1'") + kNumericReason);
   EXPECT_EQ(err("1.5", IdKind::Numeric), std::string("f.txt:3: field item: '1.5'") + kNumericReason);
@@ -446,7 +439,7 @@ TEST(ReadersCsv, OptionalColumnsAbsentOrRequested) {
             p.string() + ":1: field asin: no column 'asin' in the header (columns: user_id, item_id)");
   // A bad header stays fatal with skip_bad_rows.
   o.skip_bad_rows = true;
-  EXPECT_NE(read_error(p, o), "<no error>");
+  EXPECT_NE(read_error(p, o), genrec::test::kNoInvalidInput);
 }
 
 TEST(ReadersCsv, WrongColumnCountAndUnterminatedQuote) {
@@ -664,7 +657,7 @@ TEST(ReadersErrors, EmptyMissingAndUnknown) {
   const fs::path missing = dir.path() / "nope.txt";
   const std::string err = read_error(missing, opts("s3rec"));
   EXPECT_NE(err.find(missing.string()), std::string::npos) << err;
-  EXPECT_NE(err, "<no error>");
+  EXPECT_NE(err, genrec::test::kNoInvalidInput);
 
   auto p = dir.write("a.txt", "1 2\n");
   EXPECT_EQ(read_error(p, opts("parquet")),
@@ -683,13 +676,13 @@ TEST(ReadersMulti, AppendsFilesAndChecksColumns) {
   EXPECT_EQ(log.row_rating.size(), 3u);
 
   auto c = dir.write("c.txt", "3 10\n");
-  EXPECT_EQ(error_of([&] { genrec::read_interactions(c, opts("sasrec"), log); }),
+  EXPECT_EQ(invalid_message([&] { genrec::read_interactions(c, opts("sasrec"), log); }),
             c.string() + ": has no timestamp column but earlier inputs do");
   EXPECT_EQ(log.n_rows(), 3);
 
   RawLog log2;
   genrec::read_interactions(c, opts("sasrec"), log2);
-  EXPECT_EQ(error_of([&] { genrec::read_interactions(a, opts("ml-100k"), log2); }),
+  EXPECT_EQ(invalid_message([&] { genrec::read_interactions(a, opts("ml-100k"), log2); }),
             a.string() + ": has a timestamp column but earlier inputs do not");
   EXPECT_EQ(log2.n_rows(), 1);
 }
@@ -730,7 +723,7 @@ SideInfo read_items(const fs::path& p, const std::string& format, IdKind ids = I
   return out;
 }
 std::string items_error(const fs::path& p, const std::string& format, IdKind ids = IdKind::Numeric) {
-  return error_of([&] { read_items(p, format, ids); });
+  return invalid_message([&] { read_items(p, format, ids); });
 }
 using Tokens = std::vector<std::string>;
 }  // namespace

@@ -300,16 +300,9 @@ TEST(RQVAE, DeadCodesAreResetAndCounted) {
 }
 
 TEST(RQOptions, ValidationNamesTheKey) {
-  auto message = [](RQOptions o) {
-    try {
-      o.validate();
-    } catch (const InvalidInput& e) {
-      return std::string(e.what());
-    }
-    return std::string("(valid)");
-  };
+  auto message = [](RQOptions o) { return genrec::test::invalid_message([&] { o.validate(); }); };
   RQOptions o;
-  EXPECT_EQ(message(o), "(valid)");
+  EXPECT_NO_THROW(o.validate());
   o.method = "pq";
   EXPECT_NE(message(o).find("sid.method"), std::string::npos);
   o = RQOptions();
@@ -326,7 +319,7 @@ TEST(RQOptions, ValidationNamesTheKey) {
   EXPECT_NE(message(o).find("sid.threads"), std::string::npos);
   RQOptions v;
   v.method = "rq-vae";
-  EXPECT_EQ(message(v), "(valid)");
+  EXPECT_NO_THROW(v.validate());
   o = v;
   o.latent_dim = 0;
   EXPECT_NE(message(o).find("sid.latent_dim"), std::string::npos);
