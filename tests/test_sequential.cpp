@@ -475,6 +475,14 @@ TEST(Sequential, TrainOnValidKeepsTheLastEpoch) {
   plain.out = tmp / "plain";
   plain.overrides = {"train.patience=3"};
   EXPECT_NE(train_run(plain).test.metrics, r.test.metrics);
+  // A one-pass model (markov) fits on the same events; its log line has no validation either.
+  TrainRequest markov = req;
+  markov.out = tmp / "markov";
+  markov.config_text = "[model]\ntype = \"markov\"\n";
+  TrainResult m = train_run(markov);
+  EXPECT_TRUE(m.valid.metrics.empty());
+  EXPECT_FALSE(nlohmann::json::parse(genrec::test::read_text(tmp / "markov" / "train_log.jsonl")).contains("valid"));
+  EXPECT_EQ(eval_run(tmp / "markov", SplitPart::Test).metrics, m.test.metrics);
   // Rankers select on validation and do not take it.
   TrainRequest ranker = req;
   ranker.out = tmp / "ranker";

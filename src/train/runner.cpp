@@ -316,7 +316,8 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   double seconds_to_best = train_s;  // non-iterative models: the whole fit
   if (!model->iterative()) {
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", 0}};
-    nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}, {"valid", with_time(result.valid)}};
+    nlohmann::json line = {{"epoch", 0}, {"train_seconds", train_s}};
+    if (!s.split.train_on_valid) line["valid"] = with_time(result.valid);
     append_line(log_path, line.dump());
     // Non-iterative models have one candidate checkpoint: it is both best and last.
     save_checkpoint(last_path, *model, ds.items, meta);
