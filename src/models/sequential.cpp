@@ -421,7 +421,6 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
                     return n;
                   }()));
 
-  const bool validate = split.n_targets(SplitPart::Valid) > 0;
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
     // Everything random in an epoch derives from (seed, epoch): resume reproduces it.
@@ -515,14 +514,8 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
 
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
       EvalResult r;
-      std::optional<double> value;  // none without validation targets (data.train_on_valid)
-      if (validate) {
-        r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
-        st.meta.elapsed_seconds += r.seconds;
-        auto m = r.metrics.find(o.metric);
-        if (m == r.metrics.end()) throw InvalidInput("train.metric '" + o.metric + "' is not among the evaluated metrics");
-        value = m->second;
-      }
+      const std::optional<double> value = validation_metric(*this, ctx, eval_opt, o.metric, "train.metric", st.meta, r);
+      const bool validate = value.has_value();
       const bool best = update_best(st.meta, value, epoch, o.patience);
       if (best) st.best = clone_params(*net);
       nlohmann::json line = {{"epoch", epoch},

@@ -812,7 +812,6 @@ void TigerRecommender::fit(const TrainContext& ctx) {
   GENREC_LOG_INFO("tiger: %zu training examples, %lld batches/epoch, %lld parameters, %d levels", examples.size(),
                   static_cast<long long>(steps_per_epoch), static_cast<long long>(n_params), st.sid.levels);
 
-  const bool validate = split.n_targets(SplitPart::Valid) > 0;
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
     torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -879,14 +878,8 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
       if (o.history_bias) estimate_history_bias(ds, split);
       EvalResult r;
-      std::optional<double> value;  // none without validation targets (data.train_on_valid)
-      if (validate) {
-        r = evaluate(*this, ds, split, SplitPart::Valid, eval_opt, ctx.progress);
-        st.meta.elapsed_seconds += r.seconds;
-        auto m = r.metrics.find(o.metric);
-        if (m == r.metrics.end()) throw InvalidInput("tiger: model.metric '" + o.metric + "' is not among the evaluated metrics");
-        value = m->second;
-      }
+      const std::optional<double> value = validation_metric(*this, ctx, eval_opt, o.metric, "tiger: model.metric", st.meta, r);
+      const bool validate = value.has_value();
       const bool best = update_best(st.meta, value, epoch, o.patience);
       if (best) st.best = clone_params(*net);
       nlohmann::json line = {{"epoch", epoch},
