@@ -878,7 +878,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     if (epoch % o.eval_every == 0 || epoch == o.epochs) {
       if (o.history_bias) estimate_history_bias(ds, split);
       EvalResult r;
-      const std::optional<double> value = validation_metric(*this, ctx, eval_opt, o.metric, "tiger: model.metric", st.meta, r);
+      const std::optional<double> value = validation_metric(*this, ctx, eval_opt, o.metric, st.meta, r);
       const bool validate = value.has_value();
       const bool best = update_best(st.meta, value, epoch, o.patience);
       if (best) st.best = clone_params(*net);

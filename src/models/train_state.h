@@ -64,17 +64,16 @@ inline bool update_best(TrainMeta& meta, std::optional<double> metric, int64_t e
 }
 
 // The validation at an evaluation point: evaluates `model` on ctx's validation split into `r`,
-// adds its time to meta.elapsed_seconds and returns the checkpoint metric `metric` (`key` names
-// the config key in the error when it was not evaluated). Nothing, and no evaluation, when the
-// split has no validation targets (data.train_on_valid).
+// adds its time to meta.elapsed_seconds and returns the checkpoint metric `metric` (train.metric;
+// InvalidInput when it was not evaluated). Nothing, and no evaluation, when the split has no
+// validation targets (data.train_on_valid).
 inline std::optional<double> validation_metric(Recommender& model, const TrainContext& ctx, const EvalOptions& options,
-                                               const std::string& metric, const std::string& key, TrainMeta& meta,
-                                               EvalResult& r) {
+                                               const std::string& metric, TrainMeta& meta, EvalResult& r) {
   if (ctx.split.n_targets(SplitPart::Valid) == 0) return std::nullopt;
   r = evaluate(model, ctx.ds, ctx.split, SplitPart::Valid, options, ctx.progress);
   meta.elapsed_seconds += r.seconds;
   auto m = r.metrics.find(metric);
-  if (m == r.metrics.end()) throw InvalidInput(key + " '" + metric + "' is not among the evaluated metrics");
+  if (m == r.metrics.end()) throw InvalidInput("train.metric '" + metric + "' is not among the evaluated metrics");
   return m->second;
 }
 
