@@ -209,6 +209,22 @@ TEST(RankData, TrainingWindowsCutFromTheEnd) {
                                                                  {4, 16, 17}}));
 }
 
+TEST(RankData, TrainOnValidTrainsUpToTheTestCut) {
+  // data.train_on_valid: training windows reach the test cut (user 1's events at t = 7, 8 and
+  // user 5, who has only validation events, join), the test requests stay as they were, and the
+  // validation period, now trained on, is refused as an evaluation split.
+  Dataset ds = requests_dataset();
+  Split s = temporal(7, 9);
+  s.train_on_valid = true;
+  EXPECT_EQ(flat(rank_train_windows(ds, s, 100)),
+            (std::vector<W>{{1, 0, 8}, {2, 10, 12}, {4, 15, 17}, {5, 17, 19}}));
+  EXPECT_EQ(flat(rank_train_windows(ds, s, 3)),
+            (std::vector<W>{{1, 0, 2}, {1, 2, 5}, {1, 5, 8}, {2, 10, 12}, {4, 15, 17}, {5, 17, 19}}));
+  EXPECT_EQ(flat(rank_requests(ds, s, SplitPart::Test, 3)),
+            (std::vector<R>{{1, 5, 8, 8, 10}, {2, 10, 12, 12, 13}, {3, 13, 13, 13, 15}}));
+  EXPECT_INVALID(rank_requests(ds, s, SplitPart::Valid, 3), "data.train_on_valid", "only the test period");
+}
+
 TEST(RankData, RequestErrors) {
   Dataset ds = requests_dataset();
   Split loo = make_split(ds, SplitOptions{});

@@ -460,7 +460,8 @@ TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
 
 // data.train_on_valid (the fit before serving): the validation events are trained on, nothing is
 // validated, and early stopping cannot end the run (patience 1 would stop a validated one that
-// fails to improve); the last epoch's weights are kept. It changes what is trained on.
+// fails to improve); the last epoch's weights are kept. It changes what is trained on. The same
+// for the rankers (temporal split: the validation period joins training).
 TEST(Sequential, TrainOnValidKeepsTheLastEpoch) {
   TempDir tmp;
   save_dataset(generate_dataset(small_generator()), tmp / "data");
@@ -483,12 +484,21 @@ TEST(Sequential, TrainOnValidKeepsTheLastEpoch) {
   EXPECT_TRUE(m.valid.metrics.empty());
   EXPECT_FALSE(nlohmann::json::parse(genrec::test::read_text(tmp / "markov" / "train_log.jsonl")).contains("valid"));
   EXPECT_EQ(eval_run(tmp / "markov", SplitPart::Test).metrics, m.test.metrics);
-  // Rankers select on validation and do not take it.
-  TrainRequest ranker = req;
-  ranker.out = tmp / "ranker";
-  ranker.config_text = "[model]\ntype = \"din\"\n[data]\nsplit = \"temporal\"\n";
-  EXPECT_INVALID(train_run(ranker), "data.train_on_valid", "ranking");
-  EXPECT_FALSE(std::filesystem::exists(tmp / "ranker"));
+  // The rankers likewise: trained up to the test cut, no validation, the last epoch kept
+  // (patience 1 would otherwise be able to stop them), and trained on more than a plain run.
+  for (const std::string type : {"din", "genrank"}) {
+    TrainRequest ranker = req;
+    ranker.out = tmp / ("ranker-" + type);
+    ranker.config_text = "[model]\ntype = \"" + type +
+                         "\"\nd_model = 8\nmax_len = 20\n[data]\nsplit = \"temporal\"\n[train]\nepochs = 3\n"
+                         "eval_every = 1\npatience = 1\n";
+    TrainResult rr = train_run(ranker);
+    genrec::test::expect_trained_on_valid(ranker.out, 3, rr.test);
+    TrainRequest plain_ranker = ranker;
+    plain_ranker.out = tmp / ("plain-ranker-" + type);
+    plain_ranker.overrides = {"train.patience=3"};
+    EXPECT_NE(train_run(plain_ranker).test.metrics, rr.test.metrics) << type;
+  }
 }
 
 TEST(Sequential, BadOptionsAreRejected) {

@@ -122,6 +122,9 @@ RankData make_rank_data(const Dataset& ds, const RankDataOptions& options) {
 std::vector<RankRequest> rank_requests(const Dataset& ds, const Split& split, SplitPart part, int64_t max_len,
                                        bool streaming) {
   check_request_args(ds, split, max_len);
+  if (part == SplitPart::Valid && split.train_on_valid)
+    throw InvalidInput("ranking: the validation period was trained on (data.train_on_valid = true): only the test "
+                       "period measures this model");
   std::vector<RankRequest> out;
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     const int64_t b = ds.user_offsets[static_cast<size_t>(u)];
@@ -172,7 +175,7 @@ std::vector<RankWindow> rank_train_windows(const Dataset& ds, const Split& split
   for (int32_t u = 1; u <= ds.n_users(); ++u) {
     const int64_t b = ds.user_offsets[static_cast<size_t>(u)];
     user_windows.clear();
-    for (int64_t end = first_at_or_after(ds, u, split.valid_cut); end > b;) {
+    for (int64_t end = first_at_or_after(ds, u, split.train_cut()); end > b;) {
       const int64_t begin = std::max(b, end - max_len);
       user_windows.push_back(RankWindow{u, begin, end});
       end = begin;

@@ -262,7 +262,9 @@ std::vector<RankTrainSeq> Ranker::train_sequences(const Dataset& ds, const Split
   // as much history as later ones (genrank reads whole windows, as HSTU trains).
   const int64_t reach = o.type == "din" || o.train_mode == "requests" ? history_limit() : gen_context;
   std::vector<RankWindow> windows = rank_train_windows(ds, split, o.max_len - gen_context);
-  if (windows.empty()) throw InvalidInput("ranker: no training events before the validation cut");
+  if (windows.empty())
+    throw InvalidInput(std::string("ranker: no training events before the ") +
+                       (split.train_on_valid ? "test" : "validation") + " cut");
   std::stable_sort(windows.begin(), windows.end(),
                    [](const RankWindow& a, const RankWindow& b) { return a.end - a.begin < b.end - b.begin; });
   std::vector<RankTrainSeq> out;
@@ -316,8 +318,13 @@ void Ranker::fit(const RankTrainContext& ctx) {
   const bool lower = lower_is_better(metric);
   int64_t n_targets = 0;
   for (const auto& q : seqs) n_targets += q.end - q.label_begin;
-  GENREC_LOG_INFO("%s: %zu training windows (%lld events), %zu batches/epoch, early stopping on valid %s",
-                  o.type.c_str(), seqs.size(), static_cast<long long>(n_targets), batches.size(), metric.c_str());
+  // data.train_on_valid: the validation period is trained on, so nothing validates; every
+  // evaluation point counts as the best and training ends with its last weights.
+  const bool validate = !ctx.split.train_on_valid;
+  GENREC_LOG_INFO("%s: %zu training windows (%lld events), %zu batches/epoch, %s", o.type.c_str(), seqs.size(),
+                  static_cast<long long>(n_targets), batches.size(),
+                  validate ? ("early stopping on valid " + metric).c_str()
+                           : "validation events trained on (no validation, the last epoch is kept)");
 
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
@@ -400,15 +407,20 @@ void Ranker::fit(const RankTrainContext& ctx) {
       raw = snapshot(net);
       load_weights(net, st.ema);
     }
-    EvalResult valid = evaluate(ds, rd, ctx.split, SplitPart::Valid, ctx.progress);
+    EvalResult valid;
+    double value = std::numeric_limits<double>::quiet_NaN();
+    if (validate) {
+      valid = evaluate(ds, rd, ctx.split, SplitPart::Valid, ctx.progress);
+      auto it = valid.metrics.find(metric);
+      if (it != valid.metrics.end()) value = it->second;
+      if (std::isnan(value))
+        throw InvalidInput("ranker: validation metric " + metric + " is undefined on this split (no labels, or one class only)");
+    }
     net.train();
     const double valid_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
     st.meta.elapsed_seconds += valid_s;
-    auto it = valid.metrics.find(metric);
-    const double value = it == valid.metrics.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
-    if (std::isnan(value))
-      throw InvalidInput("ranker: validation metric " + metric + " is undefined on this split (no labels, or one class only)");
-    const bool best = std::isnan(st.meta.best_metric) || (lower ? value < st.meta.best_metric : value > st.meta.best_metric);
+    const bool best = !validate || std::isnan(st.meta.best_metric) ||
+                      (lower ? value < st.meta.best_metric : value > st.meta.best_metric);
     if (best) {
       st.meta.best_metric = value;
       st.meta.best_epoch = epoch;
@@ -429,10 +441,14 @@ void Ranker::fit(const RankTrainContext& ctx) {
                            {"elapsed_seconds", st.meta.elapsed_seconds},
                            {"windows_per_second", static_cast<double>(seqs.size()) / std::max(train_s, 1e-9)},
                            {"best", best},
-                           {"best_epoch", st.meta.best_epoch},
-                           {"valid", valid.metrics}};
-    GENREC_LOG_INFO("%s epoch %lld: loss %.4f, valid %s %.4f%s", o.type.c_str(), static_cast<long long>(epoch),
-                    line["loss"].get<double>(), metric.c_str(), value, best ? " (best)" : "");
+                           {"best_epoch", st.meta.best_epoch}};
+    if (validate) {
+      line["valid"] = valid.metrics;
+      GENREC_LOG_INFO("%s epoch %lld: loss %.4f, valid %s %.4f%s", o.type.c_str(), static_cast<long long>(epoch),
+                      line["loss"].get<double>(), metric.c_str(), value, best ? " (best)" : "");
+    } else {
+      GENREC_LOG_INFO("%s epoch %lld: loss %.4f", o.type.c_str(), static_cast<long long>(epoch), line["loss"].get<double>());
+    }
     if (ctx.on_validation) ctx.on_validation(line, best);
     if (!raw.empty()) load_weights(net, raw);
   }
@@ -502,6 +518,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
                     (streaming ? " events before each candidate's timestamp (streaming)" : " events before the cut") +
                     "; candidates of one request scored in one pass; per task AUC, GAUC (per-user AUC weighted by "
                     "events), log-loss, RMSE";
+  if (split.train_on_valid) result.protocol += "; validation events trained on (data.train_on_valid)";
   {
     std::vector<int32_t> distinct;
     for (const auto& r : reqs) distinct.push_back(r.user);

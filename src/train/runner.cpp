@@ -170,14 +170,14 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
     throw InvalidInput("--resume is not supported for ranking models (genrank, din): start again with --force");
   if (!s.init_from.empty())
     throw InvalidInput(cfg.source() + ": train.init_from is not supported for ranking models (genrank, din)");
-  if (s.split.train_on_valid)
-    throw InvalidInput(cfg.source() + ": data.train_on_valid is not supported for ranking models (genrank, din)");
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
   Dataset ds = load_run_dataset(s.data_path, "loading dataset");
   RankerOptions ro = RankerOptions::from_config(cfg);
   cfg.check_unused();
   Split split = make_split(ds, s.split);
+  if (s.split.train_on_valid)
+    GENREC_LOG_INFO("data.train_on_valid: the validation period is trained on; no validation, the last epoch is kept");
   RankData rd = make_rank_data(ds, ro.data_options());
   Ranker ranker(ro, ds.n_items(), rd.n_feedback);
   prepare_run_dir(req, cfg);
@@ -204,7 +204,8 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
   TrainResult result;
   result.run_dir = req.out;
   result.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  result.valid = ranker.evaluate(ds, rd, split, SplitPart::Valid, progress);
+  // With data.train_on_valid the validation period was trained on: nothing to validate.
+  if (!s.split.train_on_valid) result.valid = ranker.evaluate(ds, rd, split, SplitPart::Valid, progress);
   result.test = ranker.evaluate(ds, rd, split, SplitPart::Test, progress);
   nlohmann::json metrics = result.test.to_json();
   metrics["model"] = ro.type;

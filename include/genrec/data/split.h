@@ -55,6 +55,8 @@ struct Split {
   std::vector<int64_t>& targets(SplitPart part) { return part == SplitPart::Valid ? valid_index : test_index; }
   int64_t n_targets(SplitPart part) const;
   int64_t n_train_events() const;
+  // Temporal: the time before which events are trained on (the test cut with train_on_valid).
+  int64_t train_cut() const { return train_on_valid ? test_cut : valid_cut; }
   // One-line human description, used in metrics' "protocol".
   std::string describe() const;
 };

@@ -10,7 +10,7 @@
 // Config keys (defaults in brackets):
 //   data.path [""]  data.split ["leave_one_out"|"temporal"]  data.valid_fraction [0.1]
 //   data.test_fraction [0.1]  data.train_on_valid [false] (train on the validation events too;
-//   no validation: iterative models keep their last epoch; not for rankers)
+//   no validation: iterative models keep their last epoch; rankers train up to the test cut)
 //   model.type ["markov"]  model.* (per model, see models/baselines.h)
 //   eval.ks [[5, 10, 20]]  eval.exclude_seen [false]  eval.batch_size [256]  eval.negatives [0]
 //   eval.negative_sampling ["uniform"]  eval.seed [2024]
