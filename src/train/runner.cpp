@@ -176,8 +176,6 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
   RankerOptions ro = RankerOptions::from_config(cfg);
   cfg.check_unused();
   Split split = make_split(ds, s.split);
-  if (s.split.train_on_valid)
-    GENREC_LOG_INFO("data.train_on_valid: the validation period is trained on; no validation, the last epoch is kept");
   RankData rd = make_rank_data(ds, ro.data_options());
   Ranker ranker(ro, ds.n_items(), rd.n_feedback);
   prepare_run_dir(req, cfg);
