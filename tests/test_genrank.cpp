@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <sstream>
 
 #include <torch/torch.h>
 
@@ -13,6 +14,7 @@
 #include "genrec/eval/ranking_metrics.h"
 #include "genrec/rank/genrank.h"
 #include "genrec/rank/ranker.h"
+#include "genrec/train/runner.h"
 #include "test_util.h"
 
 using namespace genrec;
@@ -456,6 +458,126 @@ TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   RankData rd = make_rank_data(ds, ok.data_options());
   Ranker r(ok, ds.n_items(), rd.n_feedback);
   EXPECT_THROW(r.fit(RankTrainContext{ds, rd, loo, nullptr, nullptr}), InvalidInput);
+}
+
+namespace {
+// A ranking run through train_run on action_dataset(): genrank with dropout and train.ema (so
+// the random stream, the averaged and the raw weights all have to survive a checkpoint), or din.
+TrainRequest ranking_run(const std::filesystem::path& data, const std::filesystem::path& out, const std::string& type,
+                         int epochs) {
+  TrainRequest req;
+  req.config_text = "[data]\nsplit = \"temporal\"\n[model]\ntype = \"" + type +
+                    "\"\ntasks = [\"action:like\", \"rating\"]\nd_model = 16\nmax_len = 30\ndropout = 0.2\n" +
+                    (type == "genrank" ? "n_blocks = 1\n" : "") + "[train]\nepochs = " + std::to_string(epochs) +
+                    "\nbatch_size = 16\nlr = 0.005\nthreads = 1\nseed = 11\npatience = 10\n" +
+                    (type == "genrank" ? "ema = 0.9\n" : "");
+  req.data = data;
+  req.out = out;
+  return req;
+}
+// A train_log.jsonl without its timings.
+std::vector<nlohmann::json> log_without_timings(const std::filesystem::path& run) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(genrec::test::read_text(run / "train_log.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    out.push_back({{"epoch", j["epoch"]}, {"loss", j["loss"]}, {"valid", j["valid"]}, {"best", j["best"]}});
+  }
+  return out;
+}
+}  // namespace
+
+TEST(RankRun, ResumeGivesTheSameResultAsAnUninterruptedRun) {
+  TempDir tmp;
+  save_dataset(action_dataset(), tmp / "data");
+  for (const std::string type : {"genrank", "din"}) {
+    TrainRequest full = ranking_run(tmp / "data", tmp / ("full-" + type), type, 3);
+    TrainResult a = train_run(full);
+    TrainRequest cut = full;
+    cut.out = tmp / ("cut-" + type);
+    // Cancelled when epoch 3 starts: epochs 1-2 are checkpointed.
+    auto cancel = [](const ProgressEvent& e) { return e.stage != "train epoch 3"; };
+    EXPECT_THROW(train_run(cut, cancel), Cancelled) << type;
+    EXPECT_EQ(log_without_timings(cut.out).size(), 2u) << type;
+    TrainRequest resume;
+    resume.out = cut.out;
+    resume.resume = true;
+    TrainResult b = train_run(resume);
+    EXPECT_EQ(a.test.metrics, b.test.metrics) << type;
+    EXPECT_EQ(a.valid.metrics, b.valid.metrics) << type;
+    EXPECT_EQ(log_without_timings(full.out), log_without_timings(cut.out)) << type;
+    EXPECT_EQ(log_without_timings(cut.out).size(), 3u) << type;
+    const auto ma = nlohmann::json::parse(genrec::test::read_text(full.out / "metrics.json"));
+    const auto mb = nlohmann::json::parse(genrec::test::read_text(cut.out / "metrics.json"));
+    EXPECT_EQ(ma["best_epoch"], mb["best_epoch"]) << type;
+    // The best checkpoint is what the run reports (with train.ema: the averaged weights).
+    EXPECT_EQ(eval_run(cut.out, SplitPart::Test).metrics, b.test.metrics) << type;
+  }
+  // Refused: a run without last.ckpt, and a checkpoint without training state (as genrec
+  // versions before resumable rankers wrote them).
+  TrainRequest resume;
+  resume.resume = true;
+  resume.out = tmp / "empty";
+  std::filesystem::create_directories(resume.out);
+  genrec::test::write_text(resume.out / "config.toml", genrec::test::read_text(tmp / "full-din" / "config.toml"));
+  EXPECT_INVALID(train_run(resume), "no checkpoint to resume from");
+  {
+    Dataset ds = load_dataset(tmp / "data");
+    LoadedRanker done = load_ranker_checkpoint(tmp / "full-din" / "checkpoints" / "last.ckpt");
+    RankData rd = make_rank_data(ds, done.ranker->options().data_options());
+    Ranker fresh(done.ranker->options(), ds.n_items(), rd.n_feedback);
+    std::filesystem::create_directories(resume.out / "checkpoints");
+    save_ranker_checkpoint(resume.out / "checkpoints" / "last.ckpt", fresh, ds.items, rd, {{"epoch", 2}});
+  }
+  EXPECT_INVALID(train_run(resume), "did not save their training state");
+}
+
+TEST(RankRun, InitFromStartsAFreshScheduleFromTheSavedWeights) {
+  TempDir tmp;
+  Dataset ds = action_dataset();
+  save_dataset(ds, tmp / "data");
+  TrainRequest first = ranking_run(tmp / "data", tmp / "first", "genrank", 2);
+  TrainResult a = train_run(first);
+  // A second stage whose learning rate cannot move the weights, without train.ema: it starts
+  // from the first run's best (averaged) weights, with its own schedule (its log starts at 1).
+  TrainRequest second = first;
+  second.out = tmp / "second";
+  const std::string from = "train.init_from=\"" + first.out.string() + "\"";
+  second.overrides = {from, "train.epochs=1", "train.lr=1e-20", "train.ema=0"};
+  TrainResult b = train_run(second);
+  EXPECT_EQ(a.test.metrics, b.test.metrics);
+  EXPECT_EQ(log_without_timings(second.out).size(), 1u);
+  EXPECT_EQ(log_without_timings(second.out)[0]["epoch"], 1);
+  EXPECT_NE(genrec::test::read_text(second.out / "config.toml").find("init_from"), std::string::npos);
+  // Without init_from the same run starts from random weights: the check above can fail.
+  TrainRequest scratch = second;
+  scratch.out = tmp / "scratch";
+  scratch.overrides = {"train.epochs=1", "train.lr=1e-20", "train.ema=0"};
+  EXPECT_NE(train_run(scratch).test.metrics, a.test.metrics);
+  // A checkpoint file works like its run directory.
+  second.out = tmp / "from-file";
+  second.overrides[0] = "train.init_from=\"" + (first.out / "checkpoints" / "best.ckpt").string() + "\"";
+  EXPECT_EQ(train_run(second).test.metrics, a.test.metrics);
+
+  // Each mismatch is refused, naming the checkpoint, before a run directory is made.
+  Dataset other = ds;
+  other.items = Vocabulary();
+  for (int32_t i = 1; i <= ds.n_items(); ++i) other.items.add("x" + ds.items.raw(i));
+  save_dataset(other, tmp / "other-data");
+  auto refused = [&](const std::string& type, std::vector<std::string> overrides, const std::string& data,
+                     const std::string& needle) {
+    TrainRequest r = ranking_run(tmp / data, tmp / "refused", type, 1);
+    r.overrides = std::move(overrides);
+    EXPECT_INVALID(train_run(r), needle);
+    EXPECT_FALSE(std::filesystem::exists(tmp / "refused"));
+  };
+  refused("genrank", {"train.init_from=\"" + (tmp / "nowhere").string() + "\""}, "data", "no such checkpoint");
+  refused("genrank", {from, "model.d_model=32"}, "data", "wrong shape");
+  refused("din", {from}, "data", "holds a 'genrank' model");
+  refused("genrank", {from, "model.tasks=[\"action:like\"]"}, "data", "predicts tasks");
+  refused("genrank", {from}, "other-data", "another item vocabulary");
+  refused("genrank", {from, "model.d_model=32"}, "data", (first.out / "checkpoints" / "best.ckpt").string());
 }
 
 TEST(RankCli, TrainThenRankAUser) {

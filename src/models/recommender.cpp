@@ -229,7 +229,9 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
   return out;
 }
 
-void init_from_checkpoint(Recommender& model, const std::filesystem::path& path_in, const Vocabulary& items) {
+void init_from_checkpoint_file(
+    const std::filesystem::path& path_in, const std::string& type, const Vocabulary& items,
+    const std::function<void(torch::serialize::InputArchive& archive, const CheckpointHeader& header)>& load) {
   std::error_code ec;
   const std::filesystem::path path =
       std::filesystem::is_directory(path_in, ec) ? path_in / "checkpoints" / "best.ckpt" : path_in;
@@ -239,23 +241,29 @@ void init_from_checkpoint(Recommender& model, const std::filesystem::path& path_
   try {
     torch::serialize::InputArchive archive;
     const CheckpointHeader header = read_checkpoint_header(path, archive);
-    const std::string type = header.meta["type"].get<std::string>();
-    if (type != model.type())
-      throw InvalidInput(where, "the checkpoint holds a '" + type + "' model, the config builds '" + model.type() + "'");
+    const std::string saved_type = header.meta["type"].get<std::string>();
+    if (saved_type != type)
+      throw InvalidInput(where, "the checkpoint holds a '" + saved_type + "' model, the config builds '" + type + "'");
     const Vocabulary& saved = header.items;
     bool same = saved.size() == items.size();
     for (int32_t i = 1; same && i <= items.size(); ++i) same = saved.raw(i) == items.raw(i);
     if (!same)
       throw InvalidInput(where, "the checkpoint was trained on another item vocabulary (" + std::to_string(saved.size()) +
                                     " items, the dataset has " + std::to_string(items.size()) + ")");
-    model.load(archive);
-    model.reset_training_state();
+    load(archive, header);
   } catch (const InvalidInput& e) {
     if (std::string(e.what()).find(path.string()) != std::string::npos) throw;
     throw InvalidInput(where, e.what());
   } catch (const std::exception& e) {
     throw InvalidInput(where, std::string("cannot initialise from checkpoint: ") + e.what());
   }
+}
+
+void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items) {
+  init_from_checkpoint_file(path, model.type(), items, [&](torch::serialize::InputArchive& archive, const CheckpointHeader&) {
+    model.load(archive);
+    model.reset_training_state();
+  });
 }
 
 }  // namespace genrec

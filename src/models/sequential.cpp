@@ -14,7 +14,7 @@
 #include "genrec/nn/hstu.h"
 #include "genrec/nn/sasrec.h"
 #include "genrec/train/losses.h"
-#include "train_state.h"
+#include "../train/train_state.h"
 
 namespace genrec {
 

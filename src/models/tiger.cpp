@@ -12,7 +12,7 @@
 #include "genrec/core/error.h"
 #include "genrec/core/log.h"
 #include "genrec/data/split.h"
-#include "train_state.h"
+#include "../train/train_state.h"
 
 namespace genrec {
 

@@ -14,6 +14,7 @@
 #include "genrec/models/recommender.h"
 #include "genrec/rank/din.h"
 #include "genrec/rank/genrank.h"
+#include "../train/train_state.h"
 
 namespace genrec {
 
@@ -137,19 +138,6 @@ void RankerOptions::validate() const {
 
 namespace {
 
-struct Meta {
-  int64_t epoch = 0, step = 0, best_epoch = 0, bad_evals = 0;
-  double best_metric = std::numeric_limits<double>::quiet_NaN();
-  bool stopped = false;
-  double elapsed_seconds = 0, best_elapsed_seconds = 0;
-  nlohmann::json to_json() const {
-    return {{"epoch", epoch}, {"step", step}, {"best_epoch", best_epoch}, {"bad_evals", bad_evals},
-            {"best_metric", std::isnan(best_metric) ? nlohmann::json() : nlohmann::json(best_metric)},
-            {"stopped", stopped}, {"elapsed_seconds", elapsed_seconds},
-            {"best_elapsed_seconds", best_elapsed_seconds}};
-  }
-};
-
 // Right-padded sequences of the events [begin, end) of each range; labels [B, T, K] (NaN = none,
 // also before label_from[r] when given: context events that are read but not predicted).
 RankSeq make_seq(const Dataset& ds, const RankData& rd, const std::vector<std::pair<int64_t, int64_t>>& ranges,
@@ -205,9 +193,12 @@ torch::Tensor rank_loss(const torch::Tensor& out, const torch::Tensor& labels, c
 struct Ranker::State {
   std::shared_ptr<RankNetImpl> net;
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  Meta meta;
+  TrainMeta meta;
   std::vector<torch::Tensor> best;
   std::vector<torch::Tensor> ema;  // train.ema > 0: exponential moving average of the parameters
+  // While the EMA weights stand in the net for validation and checkpoints: the raw weights that
+  // training continues from (written to checkpoints so that --resume continues from them).
+  std::vector<torch::Tensor> raw;
 };
 
 Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
@@ -276,20 +267,6 @@ std::vector<RankTrainSeq> Ranker::train_sequences(const Dataset& ds, const Split
   return out;
 }
 
-namespace {
-// Copies of a network's parameters, and writing such copies back.
-std::vector<torch::Tensor> snapshot(torch::nn::Module& net) {
-  std::vector<torch::Tensor> out;
-  for (auto& p : net.parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-void load_weights(torch::nn::Module& net, const std::vector<torch::Tensor>& weights) {
-  torch::NoGradGuard ng;
-  auto params = net.parameters();
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(weights[i]);
-}
-}  // namespace
-
 void Ranker::fit(const RankTrainContext& ctx) {
   auto& st = *state_;
   auto& net = *st.net;
@@ -300,6 +277,11 @@ void Ranker::fit(const RankTrainContext& ctx) {
   if (!st.optimizer)
     st.optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(),
                                                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  if (!st.raw.empty()) {  // resumed with train.ema: the loaded net is the average
+    st.ema = clone_params(net);
+    copy_params(net, st.raw);
+    st.raw.clear();
+  }
   const std::vector<RankTrainSeq> seqs = train_sequences(ds, ctx.split);
   std::vector<std::vector<std::pair<int64_t, int64_t>>> batches;
   std::vector<std::vector<int64_t>> label_from;
@@ -385,7 +367,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
         torch::NoGradGuard ng;
         const double d = std::min(o.ema, (1.0 + static_cast<double>(st.meta.step)) / (10.0 + static_cast<double>(st.meta.step)));
         if (st.ema.empty()) {
-          st.ema = snapshot(net);
+          st.ema = clone_params(net);
         } else {
           auto params = net.parameters();
           for (size_t i = 0; i < params.size(); ++i) st.ema[i].mul_(d).add_(params[i].detach(), 1.0 - d);
@@ -404,8 +386,8 @@ void Ranker::fit(const RankTrainContext& ctx) {
     // training continues from the raw ones.
     std::vector<torch::Tensor> raw;
     if (!st.ema.empty()) {
-      raw = snapshot(net);
-      load_weights(net, st.ema);
+      raw = clone_params(net);
+      copy_params(net, st.ema);
     }
     EvalResult valid;
     double value = std::numeric_limits<double>::quiet_NaN();
@@ -419,17 +401,8 @@ void Ranker::fit(const RankTrainContext& ctx) {
     net.train();
     const double valid_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
     st.meta.elapsed_seconds += valid_s;
-    const bool best = !validate || std::isnan(st.meta.best_metric) ||
-                      (lower ? value < st.meta.best_metric : value > st.meta.best_metric);
-    if (best) {
-      st.meta.best_metric = value;
-      st.meta.best_epoch = epoch;
-      st.meta.bad_evals = 0;
-      st.meta.best_elapsed_seconds = st.meta.elapsed_seconds;
-      st.best = snapshot(net);
-    } else if (++st.meta.bad_evals >= o.patience) {
-      st.meta.stopped = true;
-    }
+    const bool best = update_best(st.meta, validate ? std::optional<double>(value) : std::nullopt, epoch, o.patience, lower);
+    if (best) st.best = clone_params(net);
     nlohmann::json tl = nlohmann::json::object();
     for (size_t k = 0; k < o.tasks.size(); ++k) tl[o.tasks[k]] = task_loss[k] / static_cast<double>(batches.size());
     nlohmann::json line = {{"epoch", epoch},
@@ -449,10 +422,12 @@ void Ranker::fit(const RankTrainContext& ctx) {
     } else {
       GENREC_LOG_INFO("%s epoch %lld: loss %.4f", o.type.c_str(), static_cast<long long>(epoch), line["loss"].get<double>());
     }
+    st.raw = std::move(raw);
     if (ctx.on_validation) ctx.on_validation(line, best);
-    if (!raw.empty()) load_weights(net, raw);
+    if (!st.raw.empty()) copy_params(net, st.raw);
+    st.raw.clear();
   }
-  if (!st.best.empty()) load_weights(net, st.best);
+  if (!st.best.empty()) copy_params(net, st.best);
 }
 
 EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
@@ -582,20 +557,53 @@ torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector
   return out;
 }
 
+// Layout: "model/NAME" (the net's parameters: the EMA weights with train.ema), then the training
+// state of train_state.h ("train/meta", "train/optimizer", "train/best/I") and, with train.ema,
+// "train/raw/I" (the raw weights training continues from).
 void Ranker::save(torch::serialize::OutputArchive& archive) const {
-  for (const auto& p : state_->net->named_parameters()) archive.write("model/" + p.key(), p.value());
-  archive.write("ranker/meta", c10::IValue(state_->meta.to_json().dump()));
+  const State& st = *state_;
+  for (const auto& p : st.net->named_parameters()) archive.write("model/" + p.key(), p.value());
+  write_train_state(archive, st.meta, st.optimizer.get(), st.best);
+  for (size_t i = 0; i < st.raw.size(); ++i) archive.write("train/raw/" + std::to_string(i), st.raw[i]);
 }
 
 void Ranker::load(torch::serialize::InputArchive& archive) {
-  torch::NoGradGuard ng;
-  for (auto& p : state_->net->named_parameters()) {
-    torch::Tensor t;
-    archive.read("model/" + p.key(), t);
-    if (t.sizes() != p.value().sizes())
-      throw InvalidInput("ranker checkpoint: tensor " + p.key() + " has the wrong shape");
-    p.value().copy_(t);
+  State& st = *state_;
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : st.net->named_parameters()) {
+      torch::Tensor t;
+      archive.read("model/" + p.key(), t);
+      if (t.sizes() != p.value().sizes())
+        throw InvalidInput("ranker checkpoint: tensor " + p.key() + " has the wrong shape");
+      p.value().copy_(t);
+    }
   }
+  // Checkpoints before resumable rankers hold no training state: they load for inference only.
+  read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay),
+                   st.meta, st.optimizer, st.best);
+  std::vector<torch::Tensor> raw;
+  for (size_t i = 0;; ++i) {
+    torch::Tensor t;
+    if (!archive.try_read("train/raw/" + std::to_string(i), t)) break;
+    raw.push_back(t);
+  }
+  // Saved during training with train.ema: the net holds the average (what inference uses); fit()
+  // continues from the raw weights.
+  if (!raw.empty() && raw.size() != st.net->parameters().size())
+    throw InvalidInput("ranker checkpoint: train/raw holds " + std::to_string(raw.size()) + " tensors, the model has " +
+                       std::to_string(st.net->parameters().size()) + " parameters");
+  st.ema.clear();
+  st.raw = std::move(raw);
+}
+
+bool Ranker::has_train_state() const { return state_->meta.epoch > 0; }
+
+void Ranker::reset_training_state() {
+  State& st = *state_;
+  clear_train_state(st.meta, st.optimizer, st.best);
+  st.ema.clear();
+  st.raw.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,6 +640,24 @@ LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path) {
     throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read ranker checkpoint: ") + e.what());
   }
   return out;
+}
+
+void init_ranker_from_checkpoint(Ranker& ranker, const std::filesystem::path& path, const Vocabulary& items) {
+  init_from_checkpoint_file(path, ranker.options().type, items,
+                            [&](torch::serialize::InputArchive& archive, const CheckpointHeader& header) {
+                              const int64_t n_feedback = header.meta.value("n_feedback", int64_t{-1});
+                              if (n_feedback != ranker.n_feedback())
+                                throw InvalidInput("the checkpoint has " + std::to_string(n_feedback) +
+                                                   " feedback tokens, this dataset and config give " +
+                                                   std::to_string(ranker.n_feedback()));
+                              const auto tasks = header.meta.value("options", nlohmann::json::object())
+                                                     .value("tasks", std::vector<std::string>{});
+                              if (tasks != ranker.options().tasks)
+                                throw InvalidInput("the checkpoint predicts tasks " + nlohmann::json(tasks).dump() +
+                                                   ", the config " + nlohmann::json(ranker.options().tasks).dump());
+                              ranker.load(archive);
+                              ranker.reset_training_state();
+                            });
 }
 
 }  // namespace genrec

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "genrec/core/error.h"
@@ -164,12 +165,40 @@ Dataset load_run_dataset(const fs::path& path, const std::string& stage) {
   }
 }
 
+// --resume: keeps the train_log.jsonl lines of the epochs up to `done` (what the last checkpoint
+// has seen); later ones are redone. done < 0 clears the log.
+void keep_log_until(const fs::path& log_path, int64_t done) {
+  std::error_code ec;
+  std::string kept, text = fs::exists(log_path, ec) ? read_file(log_path) : "";
+  LineReader lines(text);
+  std::string_view line;
+  while (lines.next(line))
+    if (done >= 0 && !line.empty() && nlohmann::json::parse(line).value("epoch", int64_t{0}) <= done)
+      kept += std::string(line) + "\n";
+  write_file_atomic(log_path, kept);
+}
+
+// The epoch and elapsed_seconds of the last "best" line of a train_log.jsonl (0, 0 without one).
+std::pair<int64_t, double> best_in_log(const fs::path& log_path) {
+  std::pair<int64_t, double> out{0, 0.0};
+  std::string text = read_file(log_path);
+  LineReader all(text);
+  std::string_view line;
+  while (all.next(line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line);
+    if (j.value("best", false)) out = {j.value("epoch", int64_t{0}), j.value("elapsed_seconds", 0.0)};
+  }
+  return out;
+}
+
+// The epoch a run's last.ckpt was written after (its meta "extra"), for --resume.
+int64_t checkpoint_epoch(const nlohmann::json& meta) {
+  return meta.value("extra", nlohmann::json::object()).value("epoch", int64_t{0});
+}
+
 // The ranking family (genrank, din): same run directory layout, ranking metrics.
 TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest& req, const ProgressCallback& progress) {
-  if (req.resume)
-    throw InvalidInput("--resume is not supported for ranking models (genrank, din): start again with --force");
-  if (!s.init_from.empty())
-    throw InvalidInput(cfg.source() + ": train.init_from is not supported for ranking models (genrank, din)");
   set_threads(s.threads);
   torch::manual_seed(static_cast<uint64_t>(s.seed));
   Dataset ds = load_run_dataset(s.data_path, "loading dataset");
@@ -177,34 +206,51 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
   cfg.check_unused();
   Split split = make_split(ds, s.split);
   RankData rd = make_rank_data(ds, ro.data_options());
-  Ranker ranker(ro, ds.n_items(), rd.n_feedback);
-  prepare_run_dir(req, cfg);
   const fs::path log_path = req.out / "train_log.jsonl";
   const fs::path best_path = req.out / "checkpoints" / "best.ckpt", last_path = req.out / "checkpoints" / "last.ckpt";
+  std::unique_ptr<Ranker> ranker;
+  if (req.resume) {
+    std::error_code ec;
+    if (!fs::exists(last_path, ec)) throw InvalidInput(last_path.string() + ": no checkpoint to resume from");
+    LoadedRanker last = load_ranker_checkpoint(last_path);
+    if (last.items.size() != ds.n_items() || last.ranker->n_feedback() != rd.n_feedback)
+      throw InvalidInput(last_path.string() + ": checkpoint and dataset disagree on the item or feedback count");
+    if (!last.ranker->has_train_state())
+      throw InvalidInput(last_path.string() +
+                         ": written by a genrec version whose rankers did not save their training state; "
+                         "start again with --force");
+    const int64_t done = checkpoint_epoch(last.meta);
+    keep_log_until(log_path, done);
+    ranker = std::move(last.ranker);
+    GENREC_LOG_INFO("resuming %s from epoch %lld", ro.type.c_str(), static_cast<long long>(done));
+  } else {
+    ranker = std::make_unique<Ranker>(ro, ds.n_items(), rd.n_feedback);
+    if (!s.init_from.empty()) {
+      init_ranker_from_checkpoint(*ranker, s.init_from, ds.items);
+      GENREC_LOG_INFO("starting from the weights of %s", s.init_from.string().c_str());
+    }
+    prepare_run_dir(req, cfg);
+  }
   GENREC_LOG_INFO("training %s on %s: %d users, %d items, %lld events, %zu tasks", ro.type.c_str(),
                   s.data_path.string().c_str(), ds.n_users(), ds.n_items(), static_cast<long long>(ds.n_events()),
                   rd.n_tasks());
   auto t0 = std::chrono::steady_clock::now();
-  double seconds_to_best = 0;
-  int64_t best_epoch = 0;
   RankTrainContext ctx{ds, rd, split, progress, nullptr};
+  // Log line first, then checkpoints: a run killed in between redoes that epoch on resume.
   ctx.on_validation = [&](const nlohmann::json& line, bool is_best) {
     append_line(log_path, line.dump());
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
-    if (is_best) {
-      save_ranker_checkpoint(best_path, ranker, ds.items, rd, meta);
-      seconds_to_best = line.value("elapsed_seconds", 0.0);
-      best_epoch = line.value("epoch", int64_t{0});
-    }
-    save_ranker_checkpoint(last_path, ranker, ds.items, rd, meta);
+    if (is_best) save_ranker_checkpoint(best_path, *ranker, ds.items, rd, meta);
+    save_ranker_checkpoint(last_path, *ranker, ds.items, rd, meta);
   };
-  ranker.fit(ctx);
+  ranker->fit(ctx);
   TrainResult result;
   result.run_dir = req.out;
   result.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // With data.train_on_valid the validation period was trained on: nothing to validate.
-  if (!s.split.train_on_valid) result.valid = ranker.evaluate(ds, rd, split, SplitPart::Valid, progress);
-  result.test = ranker.evaluate(ds, rd, split, SplitPart::Test, progress);
+  if (!s.split.train_on_valid) result.valid = ranker->evaluate(ds, rd, split, SplitPart::Valid, progress);
+  result.test = ranker->evaluate(ds, rd, split, SplitPart::Test, progress);
+  const auto [best_epoch, seconds_to_best] = best_in_log(log_path);
   nlohmann::json metrics = result.test.to_json();
   metrics["model"] = ro.type;
   metrics["best_epoch"] = best_epoch;
@@ -277,15 +323,8 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     if (last.items.size() != ds.n_items())
       throw InvalidInput(last_path.string() + ": checkpoint and dataset disagree on the item count");
     model = std::move(last.model);
-    // Keep the log lines the checkpoint has seen; later ones are redone.
-    const int64_t done = last.meta.value("extra", nlohmann::json::object()).value("epoch", int64_t{0});
-    std::string kept, text = fs::exists(log_path, ec) ? read_file(log_path) : "";
-    LineReader lines(text);
-    std::string_view line;
-    while (lines.next(line))
-      if (!line.empty() && nlohmann::json::parse(line).value("epoch", int64_t{0}) <= done) kept += std::string(line) + "\n";
-    if (!model->iterative()) kept.clear();  // a one-shot fit is simply redone
-    write_file_atomic(log_path, kept);
+    const int64_t done = checkpoint_epoch(last.meta);
+    keep_log_until(log_path, model->iterative() ? done : -1);  // a one-shot fit is simply redone
     GENREC_LOG_INFO("resuming %s from epoch %lld", model->type().c_str(), static_cast<long long>(done));
   } else {
     prepare_run_dir(req, cfg);
@@ -322,17 +361,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     save_checkpoint(last_path, *model, ds.items, meta);
     save_checkpoint(best_path, *model, ds.items, meta);
   } else {
-    std::string text = read_file(log_path);
-    LineReader all(text);
-    std::string_view line;
-    while (all.next(line)) {
-      if (line.empty()) continue;
-      auto j = nlohmann::json::parse(line);
-      if (j.value("best", false)) {
-        best_epoch = j.value("epoch", int64_t{0});
-        seconds_to_best = j.value("elapsed_seconds", 0.0);
-      }
-    }
+    std::tie(best_epoch, seconds_to_best) = best_in_log(log_path);
   }
 
   result.test = evaluate(*model, ds, split, SplitPart::Test, s.eval, progress);

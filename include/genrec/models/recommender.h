@@ -119,5 +119,12 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
 // optimizer and schedule). InvalidInput naming the file when the checkpoint is of another model
 // type, another item vocabulary, other parameter shapes or (tiger) other semantic IDs.
 void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items);
+// The same for any model family (rankers too): opens the checkpoint `path` names, checks that it
+// holds a `type` model trained on `items`, then hands its archive and header to `load` (which
+// copies the weights and drops the training state). Every InvalidInput names the file and
+// train.init_from.
+void init_from_checkpoint_file(
+    const std::filesystem::path& path, const std::string& type, const Vocabulary& items,
+    const std::function<void(torch::serialize::InputArchive& archive, const CheckpointHeader& header)>& load);
 
 }  // namespace genrec

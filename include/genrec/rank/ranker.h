@@ -131,8 +131,16 @@ class Ranker {
                       const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
                       int64_t request_time = -1);
 
+  // The weights and the training state (optimizer, early stopping, best and EMA weights), so
+  // that fit() continues a loaded ranker where it stopped (genrec train --resume).
   void save(torch::serialize::OutputArchive& archive) const;
   void load(torch::serialize::InputArchive& archive);
+  // Whether the ranker has trained (or was loaded from a checkpoint written during training):
+  // false for checkpoints of genrec versions whose rankers did not save their training state.
+  bool has_train_state() const;
+  // Keep the weights (the averaged ones with train.ema), forget the optimizer, schedule, early
+  // stopping and best weights: fit() then starts afresh from them (train.init_from).
+  void reset_training_state();
 
  private:
   struct State;
@@ -151,5 +159,9 @@ struct LoadedRanker {
   nlohmann::json meta;
 };
 LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path);
+// train.init_from for rankers: the weights of the checkpoint `path` names (a run directory: its
+// best.ckpt) copied into `ranker`, whose training then starts afresh. InvalidInput naming the
+// file when it holds another model type, item vocabulary, feedback vocabulary or shapes.
+void init_ranker_from_checkpoint(Ranker& ranker, const std::filesystem::path& path, const Vocabulary& items);
 
 }  // namespace genrec

@@ -1,7 +1,7 @@
-// Training bookkeeping shared by the iterative next-item models (sequential.cpp, tiger.cpp):
-// progress and early-stopping state, and how parameters, optimizer state and the best weights
-// are laid out in a checkpoint archive ("model/param/NAME", "train/meta", "train/optimizer",
-// "train/best/I"). Internal to src/models.
+// Training bookkeeping shared by the training loops (models/sequential.cpp, models/tiger.cpp,
+// rank/ranker.cpp): progress and early-stopping state, and how parameters, optimizer state and
+// the best weights are laid out in a checkpoint archive ("model/param/NAME" (recommenders),
+// "train/meta", "train/optimizer", "train/best/I"). Internal to src/.
 #pragma once
 
 #include <torch/torch.h>
@@ -21,8 +21,8 @@ namespace genrec {
 struct TrainMeta {
   int64_t epoch = 0;  // epochs completed
   int64_t step = 0;
-  double best_metric = -1;
-  int64_t best_epoch = 0;
+  double best_metric = -1;  // meaningful once best_epoch > 0
+  int64_t best_epoch = 0;    // 0 = no evaluation point yet
   int64_t bad_evals = 0;
   bool stopped = false;
   double elapsed_seconds = 0;       // training + validation wall time so far (all sessions)
@@ -47,11 +47,14 @@ struct TrainMeta {
 };
 
 // The checkpoint decision at an evaluation point; true when these weights are the new best.
-// With a validation metric: better than the best so far, else one more evaluation without gain
+// With a validation metric: the first evaluation point, or better than the best so far (higher,
+// or lower with lower_is_better: log-loss, RMSE), else one more evaluation without gain
 // (training stops after `patience` of them). Without one (data.train_on_valid: no validation
 // targets) every evaluation point is the new best, so training ends with its last weights.
-inline bool update_best(TrainMeta& meta, std::optional<double> metric, int64_t epoch, int64_t patience) {
-  const bool best = !metric || *metric > meta.best_metric;
+inline bool update_best(TrainMeta& meta, std::optional<double> metric, int64_t epoch, int64_t patience,
+                        bool lower_is_better = false) {
+  const bool best = !metric || meta.best_epoch == 0 ||
+                    (lower_is_better ? *metric < meta.best_metric : *metric > meta.best_metric);
   if (best) {
     if (metric) meta.best_metric = *metric;
     meta.best_epoch = epoch;
