@@ -14,6 +14,7 @@
 #include "genrec/models/export.h"
 #include "genrec/models/recommender.h"
 #include "genrec/models/safetensors_torch.h"
+#include "genrec/rank/ranker.h"
 #include "genrec/train/runner.h"
 #include "test_util.h"
 
@@ -454,5 +455,49 @@ TEST(Safetensors, ExportOfBaselinesHoldsTheirTables) {
     SafetensorsFile file(tmp / (type + ".safetensors"));
     EXPECT_EQ(file.metadata().at("model_type"), type);
     EXPECT_EQ(file.metadata().count("state"), 0u);
+  }
+}
+
+TEST(Safetensors, ExportOfRankersHoldsTheirNetworkAndFeedbackVocabulary) {
+  TempDir tmp;
+  GeneratorOptions g;
+  g.n_users = 80;
+  g.n_items = 30;
+  g.ratings = true;
+  g.seed = 4;
+  save_dataset(generate_dataset(g), tmp / "data");
+  for (const std::string type : {"genrank", "din"}) {
+    SCOPED_TRACE(type);
+    TrainRequest req;
+    req.config_text = "[data]\nsplit = \"temporal\"\n[model]\ntype = \"" + type +
+                      "\"\nd_model = 8\nmax_len = 12\n[train]\nepochs = 2\nthreads = 1\n";
+    req.data = tmp / "data";
+    req.out = tmp / type;
+    train_run(req);
+    const fs::path out = tmp / (type + ".safetensors");
+    ExportSummary s = export_safetensors(req.out, out);
+    EXPECT_EQ(s.model_type, type);
+    // The network's parameters as the best checkpoint loads them, bit for bit, and nothing of
+    // the training state (the checkpoint holds optimizer state and a best-weights copy).
+    LoadedRanker r = load_ranker_checkpoint(req.out / "checkpoints" / "best.ckpt");
+    auto got = read_safetensors_to_torch(out);
+    const auto params = r.ranker->net().named_parameters();
+    ASSERT_EQ(got.size(), params.size());
+    for (const auto& p : params) {
+      ASSERT_TRUE(got.count(p.key())) << p.key();
+      EXPECT_TRUE(torch::equal(got.at(p.key()), p.value())) << p.key();
+    }
+    std::vector<std::string> keys;
+    checkpoint_model_tensors(req.out / "checkpoints" / "best.ckpt", &keys);
+    EXPECT_NE(std::find(keys.begin(), keys.end(), "train/meta"), keys.end());
+    ASSERT_TRUE(got.count("items.weight"));
+    EXPECT_EQ(got.at("items.weight").size(0), 31);
+    SafetensorsFile file(out);
+    const auto& meta = file.metadata();
+    EXPECT_EQ(meta.at("model_type"), type);
+    EXPECT_EQ(nlohmann::json::parse(meta.at("options")).at("tasks"), (std::vector<std::string>{"like", "rating"}));
+    // Rating levels 1-5 are the feedback tokens 1-5.
+    EXPECT_EQ(meta.at("n_feedback"), "5");
+    EXPECT_EQ(nlohmann::json::parse(meta.at("feedback_names")), (std::vector<std::string>{"1", "2", "3", "4", "5"}));
   }
 }

@@ -13,6 +13,7 @@
 #include "genrec/core/log.h"
 #include "genrec/models/recommender.h"
 #include "genrec/models/safetensors_torch.h"
+#include "genrec/rank/ranker.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian; add byte swapping");
 
@@ -139,7 +140,26 @@ constexpr size_t kCheckpointHeaderBytes = 8 + 4 + 4 + 8;
 
 ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::path& out, const std::string& which) {
   const fs::path ckpt_path = resolve_checkpoint(run_or_checkpoint, which);
-  LoadedCheckpoint ckpt = load_checkpoint(ckpt_path);  // validates header, checksum, meta, vocabulary
+  // Loading validates the header, checksum, meta, vocabulary and the tensors' shapes.
+  std::string model_type;
+  nlohmann::json options, meta;
+  Vocabulary vocabulary;
+  std::map<std::string, std::string> metadata;
+  if (is_ranker_type(checkpoint_type(ckpt_path))) {
+    LoadedRanker r = load_ranker_checkpoint(ckpt_path);
+    model_type = r.ranker->options().type;
+    options = r.ranker->options().to_json();
+    meta = std::move(r.meta);
+    vocabulary = std::move(r.items);
+    metadata["n_feedback"] = std::to_string(r.ranker->n_feedback());
+    if (meta.contains("feedback_names")) metadata["feedback_names"] = meta["feedback_names"].dump();
+  } else {
+    LoadedCheckpoint ckpt = load_checkpoint(ckpt_path);
+    model_type = ckpt.model->type();
+    options = ckpt.model->options();
+    meta = std::move(ckpt.meta);
+    vocabulary = std::move(ckpt.items);
+  }
   const std::string file = ckpt_path.string();
 
   // The tensors exactly as the checkpoint stores them under "model/...".
@@ -184,16 +204,15 @@ ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::pa
   if (tensors.empty()) throw InvalidInput(SourceLocation{file, 0, ""}, "the checkpoint holds no model tensors");
 
   nlohmann::json items = nlohmann::json::array();
-  for (int32_t id = 1; id <= ckpt.items.size(); ++id) items.push_back(ckpt.items.raw(id));
-  std::map<std::string, std::string> metadata = {
-      {"format", "pt"},
-      {"genrec_version", GENREC_VERSION},
-      {"model_type", ckpt.model->type()},
-      {"options", ckpt.model->options().dump()},
-      {"n_items", std::to_string(ckpt.items.size())},
-      {"items", items.dump()},
-      {"checkpoint", fs::is_directory(run_or_checkpoint) ? which : ckpt_path.filename().string()},
-      {"checkpoint_meta", ckpt.meta.value("extra", nlohmann::json::object()).dump()}};
+  for (int32_t id = 1; id <= vocabulary.size(); ++id) items.push_back(vocabulary.raw(id));
+  metadata.insert({{"format", "pt"},
+                   {"genrec_version", GENREC_VERSION},
+                   {"model_type", model_type},
+                   {"options", options.dump()},
+                   {"n_items", std::to_string(vocabulary.size())},
+                   {"items", items.dump()},
+                   {"checkpoint", fs::is_directory(run_or_checkpoint) ? which : ckpt_path.filename().string()},
+                   {"checkpoint_meta", meta.value("extra", nlohmann::json::object()).dump()}});
   if (!state.empty()) metadata["state"] = state.dump();
 
   std::error_code ec;
@@ -204,7 +223,7 @@ ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::pa
   ExportSummary s;
   s.out = out;
   s.checkpoint = ckpt_path;
-  s.model_type = ckpt.model->type();
+  s.model_type = model_type;
   s.n_tensors = static_cast<int64_t>(tensors.size());
   for (const auto& [name, t] : tensors) s.n_parameters += t.numel();
   s.bytes = fs::file_size(out, ec);

@@ -614,7 +614,8 @@ void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ran
   torch::serialize::OutputArchive archive;
   nlohmann::json meta = {{"type", ranker.options().type}, {"options", ranker.options().to_json()},
                          {"n_items", ranker.n_items()},   {"n_feedback", ranker.n_feedback()},
-                         {"n_tasks", rd.n_tasks()},       {"genrec_version", GENREC_VERSION},
+                         {"n_tasks", rd.n_tasks()},       {"feedback_names", rd.feedback_names},
+                         {"genrec_version", GENREC_VERSION},
                          {"extra", extra_meta}};
   write_checkpoint_header(archive, meta, items);
   ranker.save(archive);

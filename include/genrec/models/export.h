@@ -5,12 +5,13 @@
 // A safetensors export holds the model's tensors under the model's own names (for sasrec/hstu
 // the network's parameters and buffers, e.g. "items.weight" [n_items + 1, D] with row 0 the
 // padding item, "encoder.blocks.0..."; for pop "counts"; for markov "indptr", "indices",
-// "values", "pop") — the checkpoint's "model/..." entries without that prefix and without the
+// "values", "pop"; for the rankers genrank/din their network's parameters, e.g. "items.weight",
+// "heads.0.0.weight") — the checkpoint's "model/..." entries without that prefix and without the
 // "param/" / "buffer/" level; training state ("train/...": optimizer, best-weights copy) is left
 // out. String metadata ("__metadata__"):
 //   format           "pt"
 //   genrec_version   version that wrote the export
-//   model_type       "pop" | "markov" | "sasrec" | "hstu"
+//   model_type       "pop" | "markov" | "sasrec" | "hstu" | "tiger" | "genrank" | "din"
 //   options          the model options, JSON object
 //   n_items          catalogue size (dense ids 1..n_items; 0 is padding)
 //   items            item vocabulary, JSON array of raw ids: element k-1 is dense id k, i.e. row k
@@ -19,6 +20,9 @@
 //   checkpoint_meta  what the checkpoint recorded about itself (epoch, dataset), JSON object
 //   state            non-tensor model state, JSON object (e.g. {"has_timestamps": true});
 //                    present only when the model has some
+//   n_feedback       rankers: feedback tokens 1..n_feedback (0 is padding)
+//   feedback_names   rankers: JSON array, element k-1 = token k's action name or rating value
+//                    (checkpoints written before genrec recorded it export without it)
 //
 // Example:
 //   ExportSummary s = export_safetensors("runs/beauty-sasrec", "sasrec.safetensors");
