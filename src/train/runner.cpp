@@ -165,6 +165,8 @@ Dataset load_run_dataset(const fs::path& path, const std::string& stage) {
   }
 }
 
+namespace {
+
 // --resume: keeps the train_log.jsonl lines of the epochs up to `done` (what the last checkpoint
 // has seen); later ones are redone. done < 0 clears the log.
 void keep_log_until(const fs::path& log_path, int64_t done) {
@@ -264,6 +266,8 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
                   static_cast<long long>(result.test.n_users));
   return result;
 }
+
+}  // namespace
 
 TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress) {
   // A resumed run takes its configuration from the run directory.
