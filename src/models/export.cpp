@@ -132,21 +132,20 @@ fs::path resolve_checkpoint(const fs::path& run_or_checkpoint, const std::string
   return ckpt;
 }
 
-// Checkpoint file layout (models/recommender.h): magic (8 bytes), version (4), CRC-32 (4),
-// payload size (8), then the libtorch archive. load_checkpoint() has validated all of it.
-constexpr size_t kCheckpointHeaderBytes = 8 + 4 + 4 + 8;
-
 }  // namespace
 
 ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::path& out, const std::string& which) {
   const fs::path ckpt_path = resolve_checkpoint(run_or_checkpoint, which);
-  // Loading validates the header, checksum, meta, vocabulary and the tensors' shapes.
+  // One read of the file; loading validates the header, checksum, meta, vocabulary and the
+  // tensors' shapes, and the tensors are then taken from the same archive.
+  torch::serialize::InputArchive archive;
+  CheckpointHeader header = read_checkpoint_header(ckpt_path, archive);
   std::string model_type;
   nlohmann::json options, meta;
   Vocabulary vocabulary;
   std::map<std::string, std::string> metadata;
-  if (is_ranker_type(checkpoint_type(ckpt_path))) {
-    LoadedRanker r = load_ranker_checkpoint(ckpt_path);
+  if (is_ranker_type(header.meta.value("type", std::string()))) {
+    LoadedRanker r = load_ranker_checkpoint(ckpt_path, archive, std::move(header));
     model_type = r.ranker->options().type;
     options = r.ranker->options().to_json();
     meta = std::move(r.meta);
@@ -154,7 +153,7 @@ ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::pa
     metadata["n_feedback"] = std::to_string(r.ranker->n_feedback());
     if (meta.contains("feedback_names")) metadata["feedback_names"] = meta["feedback_names"].dump();
   } else {
-    LoadedCheckpoint ckpt = load_checkpoint(ckpt_path);
+    LoadedCheckpoint ckpt = load_checkpoint(ckpt_path, archive, std::move(header));
     model_type = ckpt.model->type();
     options = ckpt.model->options();
     meta = std::move(ckpt.meta);
@@ -166,10 +165,6 @@ ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::pa
   std::map<std::string, torch::Tensor> tensors;
   nlohmann::json state = nlohmann::json::object();
   try {
-    std::string data = read_file(ckpt_path);
-    if (data.size() < kCheckpointHeaderBytes) throw InvalidInput(SourceLocation{file, 0, ""}, "truncated checkpoint");
-    torch::serialize::InputArchive archive;
-    archive.load_from(data.data() + kCheckpointHeaderBytes, data.size() - kCheckpointHeaderBytes);
     for (const std::string& key : archive.keys()) {
       if (key.rfind("model/", 0) != 0) continue;  // genrec/meta, genrec/items, train/...
       std::string name = key.substr(6);

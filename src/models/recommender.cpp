@@ -215,6 +215,11 @@ std::string checkpoint_type(const std::filesystem::path& path) {
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
   torch::serialize::InputArchive archive;
   CheckpointHeader header = read_checkpoint_header(path, archive);
+  return load_checkpoint(path, archive, std::move(header));
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, torch::serialize::InputArchive& archive,
+                                 CheckpointHeader header) {
   LoadedCheckpoint out;
   out.meta = std::move(header.meta);
   out.items = std::move(header.items);

@@ -196,8 +196,9 @@ struct Ranker::State {
   TrainMeta meta;
   std::vector<torch::Tensor> best;
   std::vector<torch::Tensor> ema;  // train.ema > 0: exponential moving average of the parameters
-  // While the EMA weights stand in the net for validation and checkpoints: the raw weights that
-  // training continues from (written to checkpoints so that --resume continues from them).
+  // With train.ema, the raw weights training continues from while the averaged ones stand in the
+  // net: during a validation callback (so checkpoints carry them), and after load() of such a
+  // checkpoint until fit() takes them back.
   std::vector<torch::Tensor> raw;
 };
 
@@ -625,6 +626,11 @@ void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ran
 LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path) {
   torch::serialize::InputArchive archive;
   CheckpointHeader header = read_checkpoint_header(path, archive);
+  return load_ranker_checkpoint(path, archive, std::move(header));
+}
+
+LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path, torch::serialize::InputArchive& archive,
+                                    CheckpointHeader header) {
   const std::string type = header.meta["type"].get<std::string>();
   if (!is_ranker_type(type))
     throw InvalidInput(SourceLocation{path.string(), 0, ""}, "not a ranking model checkpoint (type " + type + ")");

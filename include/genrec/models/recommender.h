@@ -113,6 +113,10 @@ struct LoadedCheckpoint {
 };
 // Throws InvalidInput naming the file when it is missing, truncated or fails its checksum.
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
+// The same after read_checkpoint_header(path, archive) (a caller that reads more of the archive
+// or dispatches on the header's type): builds the model from `header`, reads it from `archive`.
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, torch::serialize::InputArchive& archive,
+                                 CheckpointHeader header);
 
 // train.init_from: `path` is a checkpoint file or a run directory (its checkpoints/best.ckpt).
 // Copies that checkpoint's weights into `model`, which starts training afresh from them (new

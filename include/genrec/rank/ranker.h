@@ -32,6 +32,8 @@
 
 namespace genrec {
 
+struct CheckpointHeader;  // models/recommender.h
+
 // Model names the ranking family registers.
 bool is_ranker_type(const std::string& type);  // genrank | din
 
@@ -159,6 +161,9 @@ struct LoadedRanker {
   nlohmann::json meta;
 };
 LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path);
+// The same after read_checkpoint_header(path, archive) (models/recommender.h).
+LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path, torch::serialize::InputArchive& archive,
+                                    CheckpointHeader header);
 // train.init_from for rankers: the weights of the checkpoint `path` names (a run directory: its
 // best.ckpt) copied into `ranker`, whose training then starts afresh. InvalidInput naming the
 // file when it holds another model type, item vocabulary, feedback vocabulary or shapes.
