@@ -558,28 +558,19 @@ torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector
   return out;
 }
 
-// Layout: "model/NAME" (the net's parameters: the EMA weights with train.ema), then the training
-// state of train_state.h ("train/meta", "train/optimizer", "train/best/I") and, with train.ema,
-// "train/raw/I" (the raw weights training continues from).
+// Layout: "model/NAME" (the net's parameters, the averaged ones with train.ema), then the
+// training state of train_state.h ("train/meta", "train/optimizer", "train/best/I") and, with
+// train.ema, "train/raw/I" (the raw weights training continues from).
 void Ranker::save(torch::serialize::OutputArchive& archive) const {
   const State& st = *state_;
-  for (const auto& p : st.net->named_parameters()) archive.write("model/" + p.key(), p.value());
+  write_params(archive, *st.net, "model/");
   write_train_state(archive, st.meta, st.optimizer.get(), st.best);
   for (size_t i = 0; i < st.raw.size(); ++i) archive.write("train/raw/" + std::to_string(i), st.raw[i]);
 }
 
 void Ranker::load(torch::serialize::InputArchive& archive) {
   State& st = *state_;
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : st.net->named_parameters()) {
-      torch::Tensor t;
-      archive.read("model/" + p.key(), t);
-      if (t.sizes() != p.value().sizes())
-        throw InvalidInput("ranker checkpoint: tensor " + p.key() + " has the wrong shape");
-      p.value().copy_(t);
-    }
-  }
+  read_params(archive, *st.net, "model/");
   // Checkpoints before resumable rankers hold no training state: they load for inference only.
   read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay),
                    st.meta, st.optimizer, st.best);

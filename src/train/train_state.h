@@ -93,16 +93,20 @@ inline void copy_params(torch::nn::Module& net, const std::vector<torch::Tensor>
   for (size_t i = 0; i < params.size(); ++i) params[i].copy_(src[i]);
 }
 
-inline void write_params(torch::serialize::OutputArchive& archive, const torch::nn::Module& net) {
-  for (const auto& p : net.named_parameters()) archive.write("model/param/" + p.key(), p.value());
+// Parameters are stored under prefix + NAME: "model/param/" for the recommenders, "model/" for
+// the rankers (their layout since the first ranker checkpoints).
+inline void write_params(torch::serialize::OutputArchive& archive, const torch::nn::Module& net,
+                         const std::string& prefix = "model/param/") {
+  for (const auto& p : net.named_parameters()) archive.write(prefix + p.key(), p.value());
 }
 
 // Throws InvalidInput when a parameter has the wrong shape.
-inline void read_params(torch::serialize::InputArchive& archive, torch::nn::Module& net) {
+inline void read_params(torch::serialize::InputArchive& archive, torch::nn::Module& net,
+                        const std::string& prefix = "model/param/") {
   torch::NoGradGuard ng;
   for (auto& p : net.named_parameters()) {
     torch::Tensor t;
-    archive.read("model/param/" + p.key(), t);
+    archive.read(prefix + p.key(), t);
     if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
     p.value().copy_(t);
   }
