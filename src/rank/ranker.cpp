@@ -565,7 +565,7 @@ void Ranker::save(torch::serialize::OutputArchive& archive) const {
   const State& st = *state_;
   write_params(archive, *st.net, "model/");
   write_train_state(archive, st.meta, st.optimizer.get(), st.best);
-  for (size_t i = 0; i < st.raw.size(); ++i) archive.write("train/raw/" + std::to_string(i), st.raw[i]);
+  write_tensor_list(archive, "train/raw/", st.raw);
 }
 
 void Ranker::load(torch::serialize::InputArchive& archive) {
@@ -574,12 +574,7 @@ void Ranker::load(torch::serialize::InputArchive& archive) {
   // Checkpoints before resumable rankers hold no training state: they load for inference only.
   read_train_state(archive, *st.net, torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay),
                    st.meta, st.optimizer, st.best);
-  std::vector<torch::Tensor> raw;
-  for (size_t i = 0;; ++i) {
-    torch::Tensor t;
-    if (!archive.try_read("train/raw/" + std::to_string(i), t)) break;
-    raw.push_back(t);
-  }
+  std::vector<torch::Tensor> raw = read_tensor_list(archive, "train/raw/");
   // Saved during training with train.ema: the net holds the average (what inference uses); fit()
   // continues from the raw weights.
   if (!raw.empty() && raw.size() != st.net->parameters().size())

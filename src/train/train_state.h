@@ -112,6 +112,22 @@ inline void read_params(torch::serialize::InputArchive& archive, torch::nn::Modu
   }
 }
 
+// A list of tensors as prefix + "0", prefix + "1", ... (e.g. "train/best/"), and reading it back
+// (empty when the archive has none).
+inline void write_tensor_list(torch::serialize::OutputArchive& archive, const std::string& prefix,
+                              const std::vector<torch::Tensor>& tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) archive.write(prefix + std::to_string(i), tensors[i]);
+}
+inline std::vector<torch::Tensor> read_tensor_list(torch::serialize::InputArchive& archive, const std::string& prefix) {
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0;; ++i) {
+    torch::Tensor t;
+    if (!archive.try_read(prefix + std::to_string(i), t)) break;
+    out.push_back(t);
+  }
+  return out;
+}
+
 inline void write_train_state(torch::serialize::OutputArchive& archive, const TrainMeta& meta,
                               const torch::optim::AdamW* optimizer, const std::vector<torch::Tensor>& best) {
   archive.write("train/meta", c10::IValue(meta.to_json().dump()));
@@ -120,7 +136,7 @@ inline void write_train_state(torch::serialize::OutputArchive& archive, const Tr
     optimizer->save(opt);
     archive.write("train/optimizer", opt);
   }
-  for (size_t i = 0; i < best.size(); ++i) archive.write("train/best/" + std::to_string(i), best[i]);
+  write_tensor_list(archive, "train/best/", best);
 }
 
 // train.init_from: keep the weights, start the schedule, optimizer and early stopping afresh.
@@ -143,12 +159,7 @@ inline void read_train_state(torch::serialize::InputArchive& archive, torch::nn:
     optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(), options);
     optimizer->load(opt);
   }
-  best.clear();
-  for (size_t i = 0;; ++i) {
-    torch::Tensor t;
-    if (!archive.try_read("train/best/" + std::to_string(i), t)) break;
-    best.push_back(t);
-  }
+  best = read_tensor_list(archive, "train/best/");
 }
 
 }  // namespace genrec
