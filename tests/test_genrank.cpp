@@ -220,9 +220,102 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
     EXPECT_EQ(back.ranker->options().type, type);
     EvalResult again = back.ranker->evaluate(ds, rd, split, SplitPart::Test);
     EXPECT_EQ(again.metrics.at("action:like/auc"), test.metrics.at("action:like/auc")) << type;
-    torch::Tensor s1 = r.score({3, 4, 5}, {1, 2, 3}, {}, {7, 8}), s2 = back.ranker->score({3, 4, 5}, {1, 2, 3}, {}, {7, 8});
+    torch::Tensor s1 = r.score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8}), s2 = back.ranker->score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8});
     EXPECT_TRUE(torch::equal(s1, s2)) << type;
   }
+}
+
+TEST(Ranker, FeedbackOutputReadsEveryTaskOffOneSoftmax) {
+  // model.output = "feedback": the net's outputs are logits over the feedback tokens (here the
+  // rating levels 1..5); like and rating are read off that distribution.
+  GeneratorOptions g;
+  g.n_users = 200;
+  g.n_items = 60;
+  g.n_clusters = 4;
+  g.mean_len = 20;
+  g.max_len = 40;
+  g.ratings = true;
+  g.seed = 9;
+  Dataset ds = generate_dataset(g);
+  for (const std::string type : {"genrank", "din"}) {
+    RankerOptions o = small_ranker(type);
+    o.tasks = {"like", "rating"};
+    o.output = "feedback";
+    RankData rd = make_rank_data(ds, o.data_options());
+    ASSERT_EQ(rd.n_feedback, 5);
+    Ranker r(o, ds.n_items(), rd.n_feedback);
+    r.net().eval();
+    const std::vector<int32_t> hist = {3, 4, 5}, fb = {1, 4, 5}, cands = {7, 8, 9};
+    torch::Tensor s = r.score(rd, hist, fb, {}, cands);  // [3, 2]
+    ASSERT_EQ(s.sizes(), (std::vector<int64_t>{3, 2}));
+    RankSeq h;
+    h.items = torch::tensor({3, 4, 5}, torch::kLong).view({1, 3});
+    h.feedback = torch::tensor({1, 4, 5}, torch::kLong).view({1, 3});
+    h.lengths = torch::tensor({3}, torch::kLong);
+    RankCandidates c;
+    c.items = torch::tensor({7, 8, 9}, torch::kLong).view({1, 3});
+    c.counts = torch::tensor({3}, torch::kLong);
+    torch::Tensor logits;
+    {
+      torch::NoGradGuard ng;
+      logits = r.net().forward_candidates(h, c).squeeze(0);  // [3, 5]
+    }
+    ASSERT_EQ(logits.size(1), 5) << type;
+    for (int64_t m = 0; m < 3; ++m) {
+      double z = 0, like = 0, mean = 0;
+      for (int64_t f = 0; f < 5; ++f) z += std::exp(logits[m][f].item<double>());
+      for (int64_t f = 0; f < 5; ++f) {
+        const double p = std::exp(logits[m][f].item<double>()) / z;
+        if (f + 1 >= 4) like += p;  // levels 4 and 5 are likes (like_threshold 4)
+        mean += p * static_cast<double>(f + 1);
+      }
+      EXPECT_NEAR(s[m][0].item<double>(), std::log(like / (1 - like)), 1e-5) << type;
+      EXPECT_NEAR(s[m][1].item<double>(), mean, 1e-5) << type;
+    }
+
+    // Trained by the feedback token's cross-entropy (logged beside the read-off tasks' losses),
+    // the rating read off the softmax beats the training mean on the test period.
+    Split split = temporal_split(ds);
+    double train_sum = 0, n_train = 0;
+    for (size_t e = 0; e < ds.event_ratings.size(); ++e)
+      if (ds.event_timestamps[e] < split.valid_cut) train_sum += ds.event_ratings[e], ++n_train;
+    double feedback_loss = 0;
+    r.fit(RankTrainContext{ds, rd, split, nullptr, [&](const nlohmann::json& line, bool) {
+                             feedback_loss = line.at("task_loss").at("feedback").get<double>();
+                             EXPECT_TRUE(line.at("task_loss").contains("rating")) << type;
+                           }});
+    EXPECT_GT(feedback_loss, 0) << type;
+    EXPECT_LT(feedback_loss, std::log(5.0)) << type;  // below the uniform softmax
+    EvalResult test = r.evaluate(ds, rd, split, SplitPart::Test);
+    double se = 0, n = 0;
+    for (size_t e = 0; e < ds.event_ratings.size(); ++e)
+      if (ds.event_timestamps[e] >= split.test_cut) se += std::pow(ds.event_ratings[e] - train_sum / n_train, 2), ++n;
+    EXPECT_LT(test.metrics.at("rating/rmse"), std::sqrt(se / n)) << type;
+    EXPECT_GT(test.metrics.at("like/auc"), 0.6) << type;
+
+    TempDir tmp;
+    save_ranker_checkpoint(tmp / "r.ckpt", r, ds.items, rd);
+    LoadedRanker back = load_ranker_checkpoint(tmp / "r.ckpt");
+    EXPECT_EQ(back.ranker->options().output, "feedback");
+    EXPECT_EQ(back.ranker->evaluate(ds, rd, split, SplitPart::Test).metrics.at("rating/rmse"),
+              test.metrics.at("rating/rmse")) << type;
+  }
+
+  // Tasks the tokens do not determine: with actions, the tokens are actions, not ratings.
+  Dataset actions = action_dataset();
+  RankerOptions o = small_ranker("genrank");
+  o.output = "feedback";
+  RankData rd = make_rank_data(actions, o.data_options());
+  Ranker r(o, actions.n_items(), rd.n_feedback);
+  EXPECT_INVALID(r.fit(RankTrainContext{actions, rd, temporal_split(actions), nullptr, nullptr}),
+                 "model.output = \"feedback\": task 'rating' is not determined by the feedback tokens");
+  EXPECT_INVALID(r.evaluate(actions, rd, temporal_split(actions), SplitPart::Test), "task 'rating' is not determined");
+  o.tasks = {"action:like", "action:skip"};
+  RankData readable = make_rank_data(actions, o.data_options());
+  Ranker by_action(o, actions.n_items(), readable.n_feedback);
+  by_action.fit(RankTrainContext{actions, readable, temporal_split(actions), nullptr, nullptr});
+  // Skips are out-of-cluster items, visible from the history (as with one head per task).
+  EXPECT_GT(by_action.evaluate(actions, readable, temporal_split(actions), SplitPart::Test).metrics.at("action:skip/auc"), 0.6);
 }
 
 TEST(Ranker, RequestModeTrainsOnHistoryCandidatePairs) {
@@ -272,7 +365,7 @@ TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
       RankData rd = make_rank_data(ds, o.data_options());
       Ranker r(o, ds.n_items(), rd.n_feedback);
       r.fit(RankTrainContext{ds, rd, split, nullptr, nullptr});
-      torch::Tensor s = r.score({}, {}, {}, items);  // [M, 1]: ratings predicted for a new user
+      torch::Tensor s = r.score(rd, {}, {}, {}, items);  // [M, 1]: ratings predicted for a new user
       double e = 0;
       for (size_t m = 0; m < items.size(); ++m) {
         const double mean = sum[static_cast<size_t>(items[m])] / n[static_cast<size_t>(items[m])];
@@ -361,7 +454,7 @@ TEST(Ranker, StreamingEvaluationScoresEachCandidateAfterItsOwnPast) {
           times.push_back(ds.event_timestamps[static_cast<size_t>(h)]);
         }
         with_history += items.empty() ? 0 : 1;
-        torch::Tensor s = r.score(items, feedback, times, {ds.event_items[static_cast<size_t>(c)]}, t);
+        torch::Tensor s = r.score(rd, items, feedback, times, {ds.event_items[static_cast<size_t>(c)]}, t);
         users.push_back(u);
         for (size_t k = 0; k < rd.n_tasks(); ++k) {
           outputs.push_back(s[0][static_cast<int64_t>(k)].item<float>());
@@ -447,6 +540,13 @@ TEST(Ranker, BadOptionsAreRejectedWithTheKey) {
   o = RankerOptions{};
   o.eval_history = "live";
   expect(o, "eval.history");
+  o = RankerOptions{};
+  o.output = "logits";
+  expect(o, "model.output must be tasks or feedback, got 'logits'");
+  o = RankerOptions{};
+  o.output = "feedback";
+  o.task_weights = {1.0, 0.5};
+  expect(o, "model.task_weights: with model.output = \"feedback\"");
   RankerOptions good = small_ranker("genrank");
   Ranker named(good, 10, 3);
   EXPECT_THROW(named.set_eval_history("sliding"), InvalidInput);

@@ -67,11 +67,17 @@ TEST(RankData, RatingTasksAndRatingLevels) {
   EXPECT_EQ(rd.labels, (std::vector<float>{1, 5, 0, 3, 1, 4.5f, 0, 3, 0, 1}));
   EXPECT_EQ(rd.label(2, 1), 4.5f);
   EXPECT_EQ(rd.label(0, 0), 1.0f);
+  // Both tasks read off the rating level (model.output = "feedback"): like per level, rating value.
+  EXPECT_EQ(rd.readable, (std::vector<uint8_t>{1, 1}));
+  EXPECT_EQ(rd.readout, (std::vector<float>{0, 0, 1, 1,  //
+                                            1, 3, 4.5f, 5}));
 
   // Threshold is inclusive and task order follows the option.
   RankData r2 = make_rank_data(ds, RankDataOptions{{"rating", "like"}, 4.5});
   EXPECT_EQ(r2.tasks[0].name, "rating");
   EXPECT_EQ(r2.labels, (std::vector<float>{5, 1, 3, 0, 4.5f, 1, 3, 0, 1, 0}));
+  EXPECT_EQ(r2.readout, (std::vector<float>{1, 3, 4.5f, 5,  //
+                                            0, 0, 1, 1}));  // 4.5 >= 4.5
 }
 
 TEST(RankData, ActionTasksAndActionFeedback) {
@@ -89,6 +95,10 @@ TEST(RankData, ActionTasksAndActionFeedback) {
                                            0, 0, 1,  //
                                            0, 1, 0,  //
                                            1, 0, 0}));
+  // Action tasks read off the action token; like is not a function of the action.
+  EXPECT_EQ(rd.readable, (std::vector<uint8_t>{1, 0, 1}));
+  EXPECT_EQ(std::vector<float>(rd.readout.begin(), rd.readout.begin() + 3), (std::vector<float>{0, 0, 1}));
+  EXPECT_EQ(std::vector<float>(rd.readout.begin() + 6, rd.readout.end()), (std::vector<float>{1, 0, 0}));
 
   // Actions without ratings.
   Dataset no_ratings = make({{{1, 0, 0, 2}, {2, 0, 0, 1}}}, false, false, {"skip", "click"});

@@ -78,12 +78,13 @@ RankData make_rank_data(const Dataset& ds, const RankDataOptions& options) {
       throw InvalidInput("ranking: rating of event " + std::to_string(e) + " is not finite");
 
   // Feedback tokens: action ids, else rating levels, else 1.
+  std::vector<float> levels;  // the rating value of each token when the tokens are rating levels
   if (ds.has_actions()) {
     rd.n_feedback = ds.actions.size();
     rd.feedback.assign(ds.event_actions.begin(), ds.event_actions.end());
     for (int32_t a = 1; a <= ds.actions.size(); ++a) rd.feedback_names.push_back(ds.actions.raw(a));
   } else if (ds.has_ratings()) {
-    std::vector<float> levels = ds.event_ratings;
+    levels = ds.event_ratings;
     std::sort(levels.begin(), levels.end());
     levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
     if (static_cast<int64_t>(levels.size()) > kMaxRatingLevels)
@@ -113,6 +114,22 @@ RankData make_rank_data(const Dataset& ds, const RankDataOptions& options) {
         case Kind::Like: y = ds.event_ratings[e] >= options.like_threshold ? 1.0f : 0.0f; break;
         case Kind::Rating: y = ds.event_ratings[e]; break;
         case Kind::Action: y = ds.event_actions[e] == action_ids[t] ? 1.0f : 0.0f; break;
+      }
+    }
+  }
+
+  const auto nf = static_cast<size_t>(rd.n_feedback);
+  rd.readout.assign(nt * nf, 0.0f);
+  rd.readable.assign(nt, 0);
+  for (size_t t = 0; t < nt; ++t) {
+    const bool by_level = kinds[t] != Kind::Action && !ds.has_actions() && levels.size() == nf;
+    rd.readable[t] = kinds[t] == Kind::Action || by_level ? 1 : 0;
+    for (size_t f = 0; f < nf && rd.readable[t]; ++f) {
+      float& y = rd.readout[t * nf + f];
+      switch (kinds[t]) {
+        case Kind::Like: y = levels[f] >= options.like_threshold ? 1.0f : 0.0f; break;
+        case Kind::Rating: y = levels[f]; break;
+        case Kind::Action: y = static_cast<int32_t>(f) + 1 == action_ids[t] ? 1.0f : 0.0f; break;
       }
     }
   }

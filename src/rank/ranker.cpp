@@ -28,7 +28,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"like_threshold", like_threshold}, {"d_model", d_model}, {"max_len", max_len},
           {"n_blocks", n_blocks}, {"n_heads", n_heads},       {"dropout", dropout},
           {"layout", layout},     {"time_bias", time_bias},   {"attn_scale", attn_scale},
-          {"micro_batch", micro_batch}, {"head_item", head_item}, {"epochs", epochs},   {"batch_size", batch_size},
+          {"micro_batch", micro_batch}, {"head_item", head_item}, {"output", output}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
           {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"ema", ema}, {"seed", seed},
@@ -41,6 +41,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(type); GENREC_OPT(tasks); GENREC_OPT(task_weights); GENREC_OPT(like_threshold);
   GENREC_OPT(d_model); GENREC_OPT(max_len); GENREC_OPT(n_blocks); GENREC_OPT(n_heads); GENREC_OPT(dropout);
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
+  GENREC_OPT(output);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
   GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(ema); GENREC_OPT(seed);
   GENREC_OPT(eval_history);
@@ -57,6 +58,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.d_model = cfg.get_int("model.d_model", d.d_model);
   o.max_len = cfg.get_int("model.max_len", o.type == "din" ? 50 : d.max_len);
   o.dropout = cfg.get_double("model.dropout", o.type == "din" ? 0.1 : d.dropout);
+  o.output = cfg.get_string("model.output", d.output);
   if (o.type == "genrank") {
     o.n_blocks = cfg.get_int("model.n_blocks", d.n_blocks);
     o.n_heads = cfg.get_int("model.n_heads", d.n_heads);
@@ -111,6 +113,10 @@ void RankerOptions::validate() const {
        "model.task_weights must have one weight per task (" + std::to_string(tasks.size()) + "), got " +
            std::to_string(task_weights.size()));
   for (double w : task_weights) need(w >= 0 && std::isfinite(w), "model.task_weights must be finite and >= 0");
+  need(output == "tasks" || output == "feedback", "model.output must be tasks or feedback, got '" + output + "'");
+  need(output == "tasks" || task_weights.empty(),
+       "model.task_weights: with model.output = \"feedback\" one cross-entropy over the feedback tokens is trained, "
+       "there are no per-task losses to weigh; remove model.task_weights");
   need(d_model >= 1 && max_len >= 1, "model.d_model and model.max_len must be >= 1");
   need(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1)");
   need(ema >= 0 && ema < 1, "train.ema must be in [0, 1) (0 = off), got " + std::to_string(ema));
@@ -188,6 +194,51 @@ torch::Tensor rank_loss(const torch::Tensor& out, const torch::Tensor& labels, c
   return total;
 }
 
+// model.output = "feedback": cross-entropy of the feedback-token logits out [..., F] against
+// the targets' tokens (1..F), over the targets that have labels (context events have none).
+torch::Tensor feedback_loss(const torch::Tensor& out, const torch::Tensor& labels, const torch::Tensor& feedback) {
+  torch::Tensor mask = torch::isfinite(labels).any(-1) & (feedback > 0);
+  if (mask.sum().item<int64_t>() == 0) return torch::zeros({}, out.options());
+  return torch::nn::functional::cross_entropy(out.index({mask}), feedback.index({mask}) - 1);
+}
+
+// model.output = "feedback" needs every task to be a function of the feedback token.
+void check_readable(const RankerOptions& o, const RankData& rd) {
+  if (o.output != "feedback") return;
+  if (rd.readout.size() != rd.n_tasks() * static_cast<size_t>(rd.n_feedback) || rd.readable.size() != rd.n_tasks())
+    throw InternalError("ranker: rank data without a task readout");
+  for (size_t k = 0; k < rd.n_tasks(); ++k)
+    if (!rd.readable[k])
+      throw InvalidInput("model.output = \"feedback\": task '" + rd.tasks[k].name +
+                         "' is not determined by the feedback tokens (" + std::to_string(rd.n_feedback) +
+                         ": the dataset's actions, or its rating levels when it has no actions); use model.output = "
+                         "\"tasks\" or tasks of the feedback's kind");
+}
+
+// Task outputs [..., K] (logits for binary tasks, values for regression) read off feedback-token
+// logits [..., F]: a binary task's logit is log P(label 1) - log P(label 0), a regression task's
+// value the expectation of its label under the softmax.
+torch::Tensor read_tasks(const torch::Tensor& logits, const RankData& rd) {
+  const int64_t F = rd.n_feedback;
+  TORCH_CHECK(logits.size(-1) == F, "ranker: ", logits.size(-1), " feedback logits for ", F, " feedback tokens");
+  torch::Tensor lp = torch::log_softmax(logits, -1);
+  std::vector<torch::Tensor> outs;
+  for (size_t k = 0; k < rd.n_tasks(); ++k) {
+    std::vector<float> row(rd.readout.begin() + static_cast<long>(k * static_cast<size_t>(F)),
+                           rd.readout.begin() + static_cast<long>((k + 1) * static_cast<size_t>(F)));
+    torch::Tensor w = torch::tensor(row, logits.options());
+    if (!rd.tasks[k].binary) {
+      outs.push_back((lp.exp() * w).sum(-1));
+      continue;
+    }
+    const float inf = std::numeric_limits<float>::infinity();
+    torch::Tensor pos = torch::logsumexp(lp + torch::where(w > 0.5f, torch::zeros_like(w), torch::full_like(w, -inf)), -1);
+    torch::Tensor neg = torch::logsumexp(lp + torch::where(w > 0.5f, torch::full_like(w, -inf), torch::zeros_like(w)), -1);
+    outs.push_back((pos - neg).clamp(-30.0, 30.0));
+  }
+  return torch::stack(outs, -1);
+}
+
 }  // namespace
 
 struct Ranker::State {
@@ -207,7 +258,8 @@ Ranker::Ranker(RankerOptions options, int32_t n_items, int64_t n_feedback)
   options_.validate();
   torch::manual_seed(static_cast<uint64_t>(options_.seed));
   const auto& o = options_;
-  const auto K = static_cast<int64_t>(o.tasks.size());
+  // model.output = "feedback": one output per feedback token (the softmax's logits).
+  const auto K = o.output == "feedback" ? n_feedback : static_cast<int64_t>(o.tasks.size());
   if (o.type == "genrank") {
     state_->net = std::make_shared<GenRankImpl>(GenRankOptions(n_items, n_feedback, K)
                                                     .d_model(o.d_model)
@@ -275,6 +327,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
   const Dataset& ds = ctx.ds;
   const RankData& rd = ctx.rd;
   if (rd.n_tasks() != o.tasks.size()) throw InternalError("ranker: rank data and options disagree on the tasks");
+  check_readable(o, rd);
   if (!st.optimizer)
     st.optimizer = std::make_unique<torch::optim::AdamW>(net.parameters(),
                                                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
@@ -320,10 +373,11 @@ void Ranker::fit(const RankTrainContext& ctx) {
     auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
     std::vector<double> task_loss(o.tasks.size(), 0.0);
+    double feedback_loss_sum = 0;
     ProgressTracker tracker("train epoch " + std::to_string(epoch), static_cast<int64_t>(seqs.size()), "windows",
                             ctx.progress);
     for (size_t bi : order) {
-      torch::Tensor labels, out;
+      torch::Tensor labels, out, targets_fb;
       if (o.train_mode == "requests") {
         // As evaluation asks: a random cut in each window, the events before it (up to the
         // history limit, reaching back before the window) as history, the window's events
@@ -339,11 +393,26 @@ void Ranker::fit(const RankTrainContext& ctx) {
         RankSeq h = make_seq(ds, rd, hist, with_time, nullptr);
         RankSeq c = make_seq(ds, rd, cand, with_time, &labels);
         out = net.forward_candidates(h, RankCandidates{c.items, c.times, c.lengths});
+        targets_fb = c.feedback;
       } else {
         RankSeq seq = make_seq(ds, rd, batches[bi], with_time, &labels, &label_from[bi]);
         out = net.forward_sequence(seq);
+        targets_fb = seq.feedback;
       }
-      torch::Tensor loss = rank_loss(out, labels, rd.tasks, o.task_weights, &task_loss);
+      // The training objective: per-task losses, or (model.output = "feedback") the feedback
+      // token's cross-entropy, with the per-task losses of the read-off outputs logged beside it.
+      auto objective = [&](const torch::Tensor& y, const torch::Tensor& lab, const torch::Tensor& fb,
+                           std::vector<double>* per_task, double* fb_loss) {
+        if (o.output != "feedback") return rank_loss(y, lab, rd.tasks, o.task_weights, per_task);
+        torch::Tensor l = feedback_loss(y, lab, fb);
+        if (per_task) {
+          torch::NoGradGuard ng;
+          rank_loss(read_tasks(y.detach(), rd), lab, rd.tasks, {}, per_task);
+          *fb_loss += l.item<double>();
+        }
+        return l;
+      };
+      torch::Tensor loss = objective(out, labels, targets_fb, &task_loss, &feedback_loss_sum);
       if (o.cold_weight > 0) {
         // The same targets as candidates of an empty history (context events stay unlabelled).
         std::vector<std::pair<int64_t, int64_t>> none, targets;
@@ -355,7 +424,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
         RankSeq h = make_seq(ds, rd, none, with_time, nullptr);
         RankSeq c = make_seq(ds, rd, targets, with_time, &cold_labels);
         torch::Tensor cold_out = net.forward_candidates(h, RankCandidates{c.items, c.times, c.lengths});
-        loss = loss + o.cold_weight * rank_loss(cold_out, cold_labels, rd.tasks, o.task_weights, nullptr);
+        loss = loss + o.cold_weight * objective(cold_out, cold_labels, c.feedback, nullptr, nullptr);
       }
       st.optimizer->zero_grad();
       loss.backward();
@@ -406,6 +475,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
     if (best) st.best = clone_params(net);
     nlohmann::json tl = nlohmann::json::object();
     for (size_t k = 0; k < o.tasks.size(); ++k) tl[o.tasks[k]] = task_loss[k] / static_cast<double>(batches.size());
+    if (o.output == "feedback") tl["feedback"] = feedback_loss_sum / static_cast<double>(batches.size());
     nlohmann::json line = {{"epoch", epoch},
                            {"step", st.meta.step},
                            {"loss", loss_sum / static_cast<double>(batches.size())},
@@ -437,6 +507,7 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   auto& net = *state_->net;
   const auto& o = options_;
   const bool streaming = o.eval_history == "streaming";
+  check_readable(o, rd);
   std::vector<RankRequest> reqs = rank_requests(ds, split, part, history_limit(), streaming);
   const bool with_time = ds.has_timestamps() && o.type == "genrank" && o.time_bias;
   const auto K = static_cast<int64_t>(rd.n_tasks());
@@ -468,7 +539,9 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
     torch::Tensor cand_labels;
     RankSeq c = make_seq(ds, rd, cand, with_time, &cand_labels);
     RankCandidates cands{c.items, c.times, c.lengths};
-    torch::Tensor out = net.forward_candidates(h, cands).contiguous();  // [B, M, K]
+    torch::Tensor out = net.forward_candidates(h, cands);
+    if (o.output == "feedback") out = read_tasks(out, rd);
+    out = out.contiguous();  // [B, M, K]
     auto oa = out.accessor<float, 3>();
     auto la = cand_labels.accessor<float, 3>();
     for (size_t r = r0; r < r1; ++r) {
@@ -524,10 +597,11 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
   return result;
 }
 
-torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
+torch::Tensor Ranker::score(const RankData& rd, const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
                             const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
                             int64_t request_time) {
   GENREC_ASSERT(items.size() == feedback.size());
+  check_readable(options_, rd);
   auto& net = *state_->net;
   torch::NoGradGuard ng;
   const bool was_training = net.is_training();
@@ -553,7 +627,8 @@ torch::Tensor Ranker::score(const std::vector<int32_t>& items, const std::vector
     const int64_t at = request_time >= 0 ? request_time : (times.empty() ? 0 : times.back());
     c.times = torch::full({1, M}, at, torch::kLong);
   }
-  torch::Tensor out = net.forward_candidates(h, c).squeeze(0);  // [M, K]
+  torch::Tensor out = net.forward_candidates(h, c).squeeze(0);
+  if (options_.output == "feedback") out = read_tasks(out, rd);  // [M, K]
   if (was_training) net.train();
   return out;
 }

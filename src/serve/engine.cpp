@@ -589,7 +589,7 @@ RankReply Engine::rank(const RankQuery& query) {
     torch::Tensor out;
     if (!cands.empty()) {
       std::lock_guard lock(ranking->mu);
-      out = ranking->r.ranker->score(items, feedback, times, cands, query.at).contiguous();
+      out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at).contiguous();
     }
     for (size_t m = 0; m < cands.size(); ++m) {
       RankedCandidate c{cand_raw[m], {}};

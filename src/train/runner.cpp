@@ -502,7 +502,7 @@ nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) 
   }
   for (const auto& raw : req.candidates) cands.push_back(item_id(raw));
   if (!unknown.empty()) throw InvalidInput("rank: unknown item id(s): " + unknown);
-  torch::Tensor out = r.ranker->score(items, feedback, times, cands, req.request_time).contiguous();
+  torch::Tensor out = r.ranker->score(rd, items, feedback, times, cands, req.request_time).contiguous();
   auto a = out.accessor<float, 2>();
   nlohmann::json list = nlohmann::json::array();
   for (size_t m = 0; m < cands.size(); ++m) {

@@ -54,6 +54,13 @@ struct RankData {
   std::vector<int32_t> feedback;    // [n_events]
   std::vector<std::string> feedback_names;  // [n_feedback]: token i + 1's action name or rating value
   std::vector<float> labels;        // [n_events * n_tasks], NaN where undefined
+  // Each task's label as a function of the feedback token, for rankers that predict the token
+  // (model.output = "feedback"): readout[k * n_feedback + f - 1] = task k's label of an event
+  // with token f (like: 0/1 by the rating level, rating: the level's value, action:NAME: 0/1).
+  // readable[k] = 0 where the token does not determine the label (like and rating when the
+  // feedback tokens are actions).
+  std::vector<float> readout;       // [n_tasks * n_feedback]
+  std::vector<uint8_t> readable;    // [n_tasks]
   size_t n_tasks() const { return tasks.size(); }
   float label(int64_t event, size_t task) const { return labels[static_cast<size_t>(event) * tasks.size() + task]; }
 };

@@ -11,7 +11,8 @@
 //                                  whole history of row b; candidates never see each other.
 //
 // Both return raw outputs [B, *, n_tasks]: logits for binary tasks, values for regression
-// tasks. Consistency contract (tests check it for every network): forward_candidates(hist,
+// tasks (with model.output = "feedback" the Ranker builds the net with one output per feedback
+// token instead, the softmax's logits, and reads the tasks off them: ranker.h). Consistency contract (tests check it for every network): forward_candidates(hist,
 // {c}) equals forward_sequence(hist followed by c, with any feedback)[b, len_b] — a candidate
 // is scored exactly as if it were the next event.
 //

@@ -54,6 +54,12 @@ struct RankerOptions {
   std::string attn_scale = "max_len";  // genrank
   int64_t micro_batch = 256;         // genrank: M-FALCON candidates per pass
   bool head_item = false;            // genrank: heads also read the scored item's embedding
+  // "tasks": one output per task, each with its own loss (BCE / MSE, weighted by task_weights).
+  // "feedback": the network predicts the event's feedback token (rating level or action) with a
+  // softmax trained by cross-entropy, as a generative ranker generates the action; every task is
+  // read off that distribution (like = P(level >= like_threshold), rating = its expectation,
+  // action:NAME = P(NAME)). Needs tasks that the feedback tokens determine (rank_data.h).
+  std::string output = "tasks";
   // training
   int64_t epochs = 50;
   int64_t batch_size = 32;  // training windows per step
@@ -128,8 +134,10 @@ class Ranker {
   // Metrics per task (ranking_metrics.h keys) on the part's requests.
   EvalResult evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
                       const ProgressCallback& progress = nullptr);
-  // Raw outputs [n_candidates, n_tasks] for one history (events given by item, feedback, time).
-  torch::Tensor score(const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
+  // Outputs [n_candidates, n_tasks] for one history (events given by item, feedback, time):
+  // logits for binary tasks, values for regression tasks. `rd` is the rank data the ranker was
+  // trained with (its tasks and, with model.output = "feedback", how they read the tokens).
+  torch::Tensor score(const RankData& rd, const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
                       const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
                       int64_t request_time = -1);
 
