@@ -83,6 +83,7 @@ std::shared_ptr<Retrieval> load_retrieval(const fs::path& run_dir, int64_t gener
   m->generation = generation;
   RunInfo info = read_run_info(run_dir);
   m->ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  m->ckpt.model->reset_training_state();  // weights only, as for rankers (load_ranking)
   try {
     m->ds = load_dataset(info.data_path, LoadOptions{false, true});
   } catch (const Error& e) {
@@ -117,6 +118,9 @@ std::shared_ptr<Ranking> load_ranking(const fs::path& run_dir) {
   m->run_dir = run_dir;
   RunInfo info = read_run_info(run_dir);
   m->r = load_ranker_checkpoint(run_dir / "checkpoints" / "best.ckpt");
+  // Serving keeps the weights only: the checkpoint's training state (optimizer moments, a copy
+  // of the best weights, with train.ema the raw weights) would otherwise stay in memory too.
+  m->r.ranker->reset_training_state();
   try {
     m->ds = load_dataset(info.data_path, LoadOptions{false, true});
   } catch (const Error& e) {
