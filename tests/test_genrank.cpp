@@ -575,17 +575,6 @@ TrainRequest ranking_run(const std::filesystem::path& data, const std::filesyste
   req.out = out;
   return req;
 }
-// A train_log.jsonl without its timings.
-std::vector<nlohmann::json> log_without_timings(const std::filesystem::path& run) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(genrec::test::read_text(run / "train_log.jsonl"));
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    out.push_back({{"epoch", j["epoch"]}, {"loss", j["loss"]}, {"valid", j["valid"]}, {"best", j["best"]}});
-  }
-  return out;
-}
 }  // namespace
 
 TEST(RankRun, ResumeGivesTheSameResultAsAnUninterruptedRun) {
@@ -599,15 +588,15 @@ TEST(RankRun, ResumeGivesTheSameResultAsAnUninterruptedRun) {
     // Cancelled when epoch 3 starts: epochs 1-2 are checkpointed.
     auto cancel = [](const ProgressEvent& e) { return e.stage != "train epoch 3"; };
     EXPECT_THROW(train_run(cut, cancel), Cancelled) << type;
-    EXPECT_EQ(log_without_timings(cut.out).size(), 2u) << type;
+    EXPECT_EQ(genrec::test::train_log_without_timings(cut.out).size(), 2u) << type;
     TrainRequest resume;
     resume.out = cut.out;
     resume.resume = true;
     TrainResult b = train_run(resume);
     EXPECT_EQ(a.test.metrics, b.test.metrics) << type;
     EXPECT_EQ(a.valid.metrics, b.valid.metrics) << type;
-    EXPECT_EQ(log_without_timings(full.out), log_without_timings(cut.out)) << type;
-    EXPECT_EQ(log_without_timings(cut.out).size(), 3u) << type;
+    EXPECT_EQ(genrec::test::train_log_without_timings(full.out), genrec::test::train_log_without_timings(cut.out)) << type;
+    EXPECT_EQ(genrec::test::train_log_without_timings(cut.out).size(), 3u) << type;
     const auto ma = nlohmann::json::parse(genrec::test::read_text(full.out / "metrics.json"));
     const auto mb = nlohmann::json::parse(genrec::test::read_text(cut.out / "metrics.json"));
     EXPECT_EQ(ma["best_epoch"], mb["best_epoch"]) << type;
@@ -647,8 +636,8 @@ TEST(RankRun, InitFromStartsAFreshScheduleFromTheSavedWeights) {
   second.overrides = {from, "train.epochs=1", "train.lr=1e-20", "train.ema=0"};
   TrainResult b = train_run(second);
   EXPECT_EQ(a.test.metrics, b.test.metrics);
-  EXPECT_EQ(log_without_timings(second.out).size(), 1u);
-  EXPECT_EQ(log_without_timings(second.out)[0]["epoch"], 1);
+  EXPECT_EQ(genrec::test::train_log_without_timings(second.out).size(), 1u);
+  EXPECT_EQ(genrec::test::train_log_without_timings(second.out)[0]["epoch"], 1);
   EXPECT_NE(genrec::test::read_text(second.out / "config.toml").find("init_from"), std::string::npos);
   // Without init_from the same run starts from random weights: the check above can fail.
   TrainRequest scratch = second;

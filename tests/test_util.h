@@ -53,6 +53,19 @@ inline std::string read_text(const fs::path& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// A run's train_log.jsonl without its timings: per line the epoch, the training loss, the
+// validation metrics and whether it was the best so far (what a resumed run must repeat).
+inline std::vector<nlohmann::json> train_log_without_timings(const fs::path& run) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_text(run / "train_log.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    out.push_back({{"epoch", j["epoch"]}, {"loss", j["loss"]}, {"valid", j["valid"]}, {"best", j["best"]}});
+  }
+  return out;
+}
+
 // ../shared/data next to the repository, or $GENREC_SHARED_DATA; empty when absent.
 inline fs::path shared_data_dir() {
   if (const char* env = std::getenv("GENREC_SHARED_DATA")) return env;
