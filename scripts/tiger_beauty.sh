@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The measured TIGER recipe on Amazon Beauty (docs/semantic_ids.md, issue "Semantic IDs and
+# generative retrieval"), end to end, for several seeds:
+#   1. import Beauty (s3rec sequences + item2attributes) from ../shared/data
+#   2. SASRec (configs/beauty/sasrec.toml, seed 42) for the items' collaborative embeddings
+#   3. genrec's own semantic IDs: RQ-k-means 3 x 256 over the SASRec embeddings + attributes
+#   4. per seed, stage 1 (configs/beauty/tiger-items.toml; checkpoints chosen without the
+#      history bias) and stage 2 (configs/beauty/tiger-items-continue.toml from stage 1's best
+#      weights), validation on 5,000 users, one thread per run, JOBS seeds at a time
+#   5. the table: test metrics at the best validation ndcg@10 (scripts/summarize_runs.py)
+# Steps whose output exists are skipped, so a stopped script continues where it was (a run
+# interrupted mid-way is continued with `genrec train --resume`); for another variant (other
+# extra arguments or SID) use another WORK, since finished runs in WORK are reused as they are.
+#
+#   scripts/tiger_beauty.sh                          # seeds 42 43 44, two at a time, in work/tiger
+#   SEEDS="42" JOBS=1 WORK=/tmp/t scripts/tiger_beauty.sh --set model.d_ff=1024
+# Extra arguments are passed to both TIGER stages (e.g. a lever to compare). Environment:
+#   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger), SHARED (../shared/data),
+#   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported),
+#   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
+#   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+G="${GENREC:-$ROOT/build/bin/genrec}"
+SEEDS="${SEEDS:-42 43 44}"
+JOBS="${JOBS:-2}"
+WORK="${WORK:-$ROOT/work/tiger}"
+SHARED="${SHARED:-$ROOT/../shared/data}"
+SID="${SID:-own}"
+STAGE1_EPOCHS="${STAGE1_EPOCHS:-16}"
+STAGE2_EPOCHS="${STAGE2_EPOCHS:-8}"
+SASREC_EPOCHS="${SASREC_EPOCHS:-200}"
+EVAL_USERS="${EVAL_USERS:-5000}"
+EXTRA=("$@")
+
+die() { echo "tiger_beauty.sh: $*" >&2; exit 1; }
+[ -x "$G" ] || die "no genrec binary at $G (bash scripts/build.sh genrec_cli, or set GENREC)"
+S3="$SHARED/amazon2014_s3rec"
+[ -f "$S3/Beauty.txt" ] || die "Beauty not found: $S3/Beauty.txt (set SHARED to the shared data folder)"
+case "$SID" in own | letter) ;; *) die "SID must be own or letter, got '$SID'" ;; esac
+mkdir -p "$WORK/runs" "$WORK/logs"
+cd "$WORK"
+step() { echo "[$(date +%H:%M:%S)] $*"; }
+
+if [ ! -f data/beauty/items.vocab ]; then
+  step "import Beauty"
+  "$G" data import --format s3rec --input "$S3/Beauty.txt" --items "$S3/Beauty_item2attributes.json" \
+    --out data/beauty > logs/import.log 2>&1
+fi
+
+if [ "$SID" = own ]; then
+  SID_DIR=sid/beauty-own
+  if [ ! -f runs/sasrec-s42/metrics.json ]; then
+    step "SASRec seed 42 (collaborative item embeddings)"
+    "$G" train --config "$ROOT/configs/beauty/sasrec.toml" --data data/beauty --out runs/sasrec-s42 \
+      --set train.seed=42 --set train.epochs="$SASREC_EPOCHS" > logs/sasrec.log 2>&1
+  fi
+  if [ ! -f "$SID_DIR/codes.bin" ]; then
+    step "sid build (RQ-k-means 3 x 256 over SASRec embeddings + attributes)"
+    "$G" sid build --data data/beauty --features run:runs/sasrec-s42 --features attributes:32:0.5 \
+      --method rq-kmeans --levels 3 --codebook 256 --out "$SID_DIR" > logs/sid.log 2>&1
+  fi
+else
+  SID_DIR=sid/beauty-letter
+  if [ ! -f "$SID_DIR/codes.bin" ]; then
+    step "sid import (LETTER reference IDs)"
+    "$G" sid build --data data/beauty --import "$SHARED/semantic_ids/letter_beauty/Beauty.index.json" \
+      --id-offset 1 --out "$SID_DIR" > logs/sid.log 2>&1
+  fi
+fi
+
+# One seed: stage 1, then stage 2 from its best weights; each continued with --resume when a
+# previous invocation stopped mid-run.
+train_stage() {  # NAME CONFIG SETS...
+  local name=$1 config=$2
+  shift 2
+  if [ -f "runs/$name/metrics.json" ]; then return 0; fi
+  if [ -f "runs/$name/checkpoints/last.ckpt" ]; then
+    "$G" train --resume --out "runs/$name" >> "logs/$name.log" 2>&1
+  else
+    rm -rf "runs/$name"
+    "$G" train --config "$config" --data data/beauty --out "runs/$name" "$@" > "logs/$name.log" 2>&1
+  fi
+}
+one_seed() {
+  local s=$1
+  local common=(--set train.seed="$s" --set train.threads=1 --set train.eval_users="$EVAL_USERS"
+                --set model.sid="$SID_DIR/codes.bin")
+  step "seed $s: stage 1"
+  train_stage "stage1-s$s" "$ROOT/configs/beauty/tiger-items.toml" "${common[@]}" \
+    --set train.epochs="$STAGE1_EPOCHS" --set model.history_bias=false ${EXTRA[@]+"${EXTRA[@]}"}
+  step "seed $s: stage 2"
+  train_stage "stage2-s$s" "$ROOT/configs/beauty/tiger-items-continue.toml" "${common[@]}" \
+    --set train.epochs="$STAGE2_EPOCHS" --set train.init_from="runs/stage1-s$s" ${EXTRA[@]+"${EXTRA[@]}"}
+  step "seed $s: done"
+}
+
+pids=()
+for s in $SEEDS; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 10; done
+  one_seed "$s" &
+  pids+=($!)
+done
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+[ "$failed" = 0 ] || die "a training failed; see $WORK/logs"
+
+runs=""
+for s in $SEEDS; do runs="$runs${runs:+,}runs/stage2-s$s"; done
+step "test metrics at the best validation ndcg@10 (stage 2)"
+python3 "$ROOT/scripts/summarize_runs.py" --keys recall@5,ndcg@5,recall@10,ndcg@10 "tiger ($SID IDs)=$runs"
+echo "published TIGER (NeurIPS 2023): recall@5 0.0454, ndcg@5 0.0321, recall@10 0.0648, ndcg@10 0.0384"
