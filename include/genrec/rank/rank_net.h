@@ -12,9 +12,10 @@
 //
 // Both return raw outputs [B, *, n_tasks]: logits for binary tasks, values for regression
 // tasks (with model.output = "feedback" the Ranker builds the net with one output per feedback
-// token instead, the softmax's logits, and reads the tasks off them: ranker.h). Consistency contract (tests check it for every network): forward_candidates(hist,
-// {c}) equals forward_sequence(hist followed by c, with any feedback)[b, len_b] — a candidate
-// is scored exactly as if it were the next event.
+// token instead, the softmax's logits, and reads the tasks off them: ranker.h). Consistency
+// contract (tests check it for every network): forward_candidates(hist, {c}) equals
+// forward_sequence(hist followed by c, with any feedback)[b, len_b] — a candidate is scored
+// exactly as if it were the next event.
 //
 // Feedback tokens are ints in 1..n_feedback (the event's action, or its rating level); 0 is
 // padding. Item ids are dense (1..n_items), 0 is padding. Timestamps are optional.
