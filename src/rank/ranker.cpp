@@ -222,18 +222,18 @@ torch::Tensor read_tasks(const torch::Tensor& logits, const RankData& rd) {
   const int64_t F = rd.n_feedback;
   TORCH_CHECK(logits.size(-1) == F, "ranker: ", logits.size(-1), " feedback logits for ", F, " feedback tokens");
   torch::Tensor lp = torch::log_softmax(logits, -1);
+  torch::Tensor readout = torch::tensor(rd.readout, logits.options()).view({static_cast<int64_t>(rd.n_tasks()), F});
+  const float inf = std::numeric_limits<float>::infinity();
   std::vector<torch::Tensor> outs;
   for (size_t k = 0; k < rd.n_tasks(); ++k) {
-    std::vector<float> row(rd.readout.begin() + static_cast<long>(k * static_cast<size_t>(F)),
-                           rd.readout.begin() + static_cast<long>((k + 1) * static_cast<size_t>(F)));
-    torch::Tensor w = torch::tensor(row, logits.options());
+    torch::Tensor w = readout[static_cast<int64_t>(k)];  // [F]
     if (!rd.tasks[k].binary) {
       outs.push_back((lp.exp() * w).sum(-1));
       continue;
     }
-    const float inf = std::numeric_limits<float>::infinity();
-    torch::Tensor pos = torch::logsumexp(lp + torch::where(w > 0.5f, torch::zeros_like(w), torch::full_like(w, -inf)), -1);
-    torch::Tensor neg = torch::logsumexp(lp + torch::where(w > 0.5f, torch::full_like(w, -inf), torch::zeros_like(w)), -1);
+    torch::Tensor positive = w > 0.5f;
+    torch::Tensor pos = torch::logsumexp(lp.masked_fill(positive.logical_not(), -inf), -1);
+    torch::Tensor neg = torch::logsumexp(lp.masked_fill(positive, -inf), -1);
     outs.push_back((pos - neg).clamp(-30.0, 30.0));
   }
   return torch::stack(outs, -1);
@@ -362,6 +362,20 @@ void Ranker::fit(const RankTrainContext& ctx) {
                   validate ? ("early stopping on valid " + metric).c_str()
                            : "validation events trained on (no validation, the last epoch is kept)");
 
+  // The training objective: per-task losses, or (model.output = "feedback") the feedback token's
+  // cross-entropy, with the per-task losses of the read-off outputs logged beside it.
+  auto objective = [&](const torch::Tensor& y, const torch::Tensor& lab, const torch::Tensor& fb,
+                       std::vector<double>* per_task, double* fb_loss) {
+    if (o.output != "feedback") return rank_loss(y, lab, rd.tasks, o.task_weights, per_task);
+    torch::Tensor l = feedback_loss(y, lab, fb);
+    if (per_task) {
+      torch::NoGradGuard ng;
+      rank_loss(read_tasks(y.detach(), rd), lab, rd.tasks, {}, per_task);
+      *fb_loss += l.item<double>();
+    }
+    return l;
+  };
+
   while (st.meta.epoch < o.epochs && !st.meta.stopped) {
     const int64_t epoch = st.meta.epoch + 1;
     torch::manual_seed(static_cast<uint64_t>(o.seed) * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -399,19 +413,6 @@ void Ranker::fit(const RankTrainContext& ctx) {
         out = net.forward_sequence(seq);
         targets_fb = seq.feedback;
       }
-      // The training objective: per-task losses, or (model.output = "feedback") the feedback
-      // token's cross-entropy, with the per-task losses of the read-off outputs logged beside it.
-      auto objective = [&](const torch::Tensor& y, const torch::Tensor& lab, const torch::Tensor& fb,
-                           std::vector<double>* per_task, double* fb_loss) {
-        if (o.output != "feedback") return rank_loss(y, lab, rd.tasks, o.task_weights, per_task);
-        torch::Tensor l = feedback_loss(y, lab, fb);
-        if (per_task) {
-          torch::NoGradGuard ng;
-          rank_loss(read_tasks(y.detach(), rd), lab, rd.tasks, {}, per_task);
-          *fb_loss += l.item<double>();
-        }
-        return l;
-      };
       torch::Tensor loss = objective(out, labels, targets_fb, &task_loss, &feedback_loss_sum);
       if (o.cold_weight > 0) {
         // The same targets as candidates of an empty history (context events stay unlabelled).
