@@ -39,6 +39,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/index/item_index.h"
 #include "genrec/models/recommender.h"
 
@@ -238,6 +239,7 @@ nlohmann::json bench_encoder(const std::string& type, int32_t n_items, int64_t h
 }  // namespace
 
 int main(int argc, char** argv) {
+  genrec::select_blas_kernels();  // before any tensor work (core/blas.h)
   int64_t large_items = 1'000'000, n_queries = 1000, large_hnsw_m = 16, large_ef_construction = 40;
   int hw_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   bool skip_large = false, large_hnsw = false;
@@ -267,7 +269,7 @@ int main(int argc, char** argv) {
 
   nlohmann::json doc;
   doc["bench"] = "inference";
-  doc["machine"] = {{"hardware_threads", hw_threads}, {"load_average_1m_at_start", load_average()}};
+  doc["machine"] = {{"hardware_threads", hw_threads}, {"load_average_1m_at_start", load_average()}, {"blas_core", genrec::openblas_core()}};
   doc["threads"] = {{"build", hw_threads},
                     {"batched_search", {1, hw_threads}},
                     {"single_query_latency", 1},

@@ -29,6 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/rank/genrank.h"
 
 using namespace genrec;
@@ -78,6 +79,7 @@ double median_seconds(const std::function<void()>& f, int runs = 3) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  genrec::select_blas_kernels();  // before any tensor work (core/blas.h)
   int64_t threads = 1, reference_candidates = 100;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
@@ -97,7 +99,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
   torch::manual_seed(1);
   torch::NoGradGuard ng;
-  nlohmann::json out = {{"threads", threads}, {"model", "genrank action layout, d_model 64, 2 blocks, 2 heads, time bias"}};
+  nlohmann::json out = {{"threads", threads}, {"blas_core", genrec::openblas_core()}, {"model", "genrank action layout, d_model 64, 2 blocks, 2 heads, time bias"}};
 
   // 1. M-FALCON vs one pass per candidate.
   const int64_t M = quick ? 100 : 1000;

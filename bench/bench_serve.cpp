@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/core/io.h"
 #include "genrec/data/generator.h"
 #include "genrec/data/split.h"
@@ -48,6 +49,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 }  // namespace
 
 int main(int argc, char** argv) {
+  genrec::select_blas_kernels();  // before any tensor work (core/blas.h)
   int threads = 1, reps = 30;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -69,6 +71,7 @@ int main(int argc, char** argv) {
 
   nlohmann::json out;
   out["threads"] = threads;
+  out["blas_core"] = genrec::openblas_core();
   out["reps"] = reps;
   out["model"] = {{"encoder", "hstu"}, {"d_model", 64}, {"n_blocks", 2}, {"n_heads", 1}, {"max_len", 1024},
                   {"n_items", ds.n_items()}};

@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/core/io.h"
 #include "genrec/models/tiger.h"
 
@@ -38,6 +39,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  genrec::select_blas_kernels();  // before any tensor work (core/blas.h)
   int threads = 1, users = 100;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
 
   nlohmann::json out;
   out["threads"] = threads;
+  out["blas_core"] = genrec::openblas_core();
   out["model"] = {{"d_model", o.d_model}, {"n_heads", o.n_heads}, {"d_kv", o.d_kv}, {"d_ff", o.d_ff},
                   {"enc_layers", o.enc_layers}, {"dec_layers", o.dec_layers}, {"history_items", 20},
                   {"n_items", n_items}, {"levels", sid.levels}, {"codebook_sizes", sid.codebook_sizes},

@@ -51,6 +51,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/core/io.h"
 #include "genrec/core/log.h"
 #include "genrec/data/generator.h"
@@ -290,6 +291,7 @@ int run(int argc, char** argv) {
   nlohmann::json doc;
   doc["bench"] = "train";
   doc["machine"] = {{"cpu", cpu_model()},
+                    {"blas_core", genrec::openblas_core()},
                     {"hardware_threads", std::thread::hardware_concurrency()},
                     {"load_average_1m_at_start", load_average()}};
   doc["threads"] = {{"torch_intra_op", at::get_num_threads()},
@@ -436,6 +438,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  genrec::select_blas_kernels();  // before any tensor work (core/blas.h)
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

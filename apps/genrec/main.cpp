@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "genrec/core/blas.h"
 #include "genrec/core/error.h"
 #include "genrec/core/io.h"
 #include "genrec/core/log.h"
@@ -228,6 +229,7 @@ int run_serve(ServeArgs a) {
 
 int main(int argc, char** argv) {
   configure_allocator_for_tensors();
+  const std::string blas_note = select_blas_kernels();  // before any tensor work (core/blas.h)
   CLI::App app{"genrec: generative recommendation engine (import data, train, evaluate and recommend with sequence models)", "genrec"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("genrec ") + GENREC_VERSION);
@@ -485,6 +487,7 @@ int main(int argc, char** argv) {
                 : log_level == "error" ? LogLevel::Error
                                        : LogLevel::Info);
   set_log_sink([](LogLevel lvl, const std::string& msg) { std::fprintf(stderr, "[%s] %s\n", log_level_name(lvl), msg.c_str()); });
+  if (!blas_note.empty()) GENREC_LOG_DEBUG("%s", blas_note.c_str());
   ProgressCallback progress = cli::make_progress_bar(quiet);
 
   try {
