@@ -18,7 +18,9 @@
 #   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger), SHARED (../shared/data),
 #   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported),
 #   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
-#   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed.
+#   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed on
+#   OpenBLAS's generic kernels; with AVX-512 kernels (core/blas.h) SEEDS="42 43 44" JOBS=3 ran in
+#   under 2 hours on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 G="${GENREC:-$ROOT/build/bin/genrec}"
