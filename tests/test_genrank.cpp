@@ -220,8 +220,11 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
     EXPECT_EQ(back.ranker->options().type, type);
     EvalResult again = back.ranker->evaluate(ds, rd, split, SplitPart::Test);
     EXPECT_EQ(again.metrics.at("action:like/auc"), test.metrics.at("action:like/auc")) << type;
-    torch::Tensor s1 = r.score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8}), s2 = back.ranker->score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8});
+    torch::Tensor probs = torch::ones({1});
+    torch::Tensor s1 = r.score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8}, -1, &probs),
+                  s2 = back.ranker->score(rd, {3, 4, 5}, {1, 2, 3}, {}, {7, 8});
     EXPECT_TRUE(torch::equal(s1, s2)) << type;
+    EXPECT_FALSE(probs.defined()) << type;  // one head per task: no feedback distribution
   }
 }
 
@@ -246,8 +249,11 @@ TEST(Ranker, FeedbackOutputReadsEveryTaskOffOneSoftmax) {
     Ranker r(o, ds.n_items(), rd.n_feedback);
     r.net().eval();
     const std::vector<int32_t> hist = {3, 4, 5}, fb = {1, 4, 5}, cands = {7, 8, 9};
-    torch::Tensor s = r.score(rd, hist, fb, {}, cands);  // [3, 2]
+    torch::Tensor probs;
+    torch::Tensor s = r.score(rd, hist, fb, {}, cands, -1, &probs);  // [3, 2]
     ASSERT_EQ(s.sizes(), (std::vector<int64_t>{3, 2}));
+    ASSERT_TRUE(probs.defined()) << type;
+    ASSERT_EQ(probs.sizes(), (std::vector<int64_t>{3, 5})) << type;
     RankSeq h;
     h.items = torch::tensor({3, 4, 5}, torch::kLong).view({1, 3});
     h.feedback = torch::tensor({1, 4, 5}, torch::kLong).view({1, 3});
@@ -271,6 +277,8 @@ TEST(Ranker, FeedbackOutputReadsEveryTaskOffOneSoftmax) {
       }
       EXPECT_NEAR(s[m][0].item<double>(), std::log(like / (1 - like)), 1e-5) << type;
       EXPECT_NEAR(s[m][1].item<double>(), mean, 1e-5) << type;
+      for (int64_t f = 0; f < 5; ++f)  // the distribution score() hands out is that softmax
+        EXPECT_NEAR(probs[m][f].item<double>(), std::exp(logits[m][f].item<double>()) / z, 1e-6) << type << " " << f;
     }
 
     // Trained by the feedback token's cross-entropy (logged beside the read-off tasks' losses),
@@ -712,4 +720,26 @@ batch_size = 32
   auto eval = run_cli("-q eval --run " + q + (tmp / "run").string() + q + " --split valid");
   EXPECT_EQ(eval.exit_code, 0) << eval.err;
   EXPECT_NE(eval.out.find("action:like/auc"), std::string::npos);
+  EXPECT_FALSE(j["candidates"][0].contains("feedback")) << ranked.out;  // one head per task
+
+  // model.output = "feedback": each candidate also gets the predicted distribution over the
+  // actions, and the task read off it is that distribution's P(like).
+  auto fb_train = run_cli("-q train --config " + q + (tmp / "genrank.toml").string() + q + " --data " + q +
+                          (tmp / "data").string() + q + " --out " + q + (tmp / "run-fb").string() + q +
+                          " --set model.output=feedback --set 'model.tasks=[\"action:like\", \"action:skip\"]'" +
+                          " --set train.epochs=1");
+  ASSERT_EQ(fb_train.exit_code, 0) << fb_train.err;
+  auto fb = run_cli("rank --run " + q + (tmp / "run-fb").string() + q + " --history 1:like,2:skip --candidates 3,4");
+  ASSERT_EQ(fb.exit_code, 0) << fb.err;
+  auto jf = nlohmann::json::parse(fb.out);
+  ASSERT_EQ(jf["candidates"].size(), 2u) << fb.out;
+  for (const auto& c : jf["candidates"]) {
+    ASSERT_TRUE(c.contains("feedback")) << fb.out;
+    double total = 0;
+    for (const auto& [name, p] : c["feedback"].items()) total += p.get<double>();
+    EXPECT_EQ(c["feedback"].size(), 4u) << fb.out;  // the generated actions
+    EXPECT_NEAR(total, 1.0, 1e-5) << fb.out;
+    EXPECT_NEAR(c["scores"]["action:like"].get<double>(), c["feedback"]["like"].get<double>(), 1e-5) << fb.out;
+    EXPECT_NEAR(c["scores"]["action:skip"].get<double>(), c["feedback"]["skip"].get<double>(), 1e-5) << fb.out;
+  }
 }

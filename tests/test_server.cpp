@@ -497,6 +497,7 @@ TEST_F(Server, RankWithARankingRunUsesMFalconAndMatchesTheCli) {
     EXPECT_GE(like, 0.0);
     EXPECT_LE(like, 1.0);
     EXPECT_TRUE(c["scores"]["rating"].is_number());
+    EXPECT_FALSE(c.contains("feedback")) << r.body;  // one head per task: no feedback distribution
   }
   CliResult cli = run_cli("-q rank --run '" + rank_dir().string() + "' --user 7 --candidates 5,1,77");
   ASSERT_EQ(cli.exit_code, 0) << cli.err;

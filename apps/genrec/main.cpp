@@ -371,7 +371,8 @@ int main(int argc, char** argv) {
   RankCliRequest rank_req;
   std::string rank_run_dir, rank_user, rank_history, rank_candidates;
   auto* rank = app.add_subcommand(
-      "rank", "Per-candidate, per-task scores of a ranking run (genrank, din) for a user or an ad-hoc history; JSON on stdout");
+      "rank", "Per-candidate, per-task scores of a ranking run (genrank, din) for a user or an ad-hoc history, and with "
+      "model.output = \"feedback\" each candidate's predicted feedback distribution; JSON on stdout");
   rank->add_option("--run", rank_run_dir, "Run directory of a ranking model")->required();
   auto* opt_rank_user = rank->add_option("--user", rank_user, "Raw user id: rank after its whole history");
   auto* opt_rank_hist = rank->add_option(

@@ -493,7 +493,9 @@ struct HttpServer::Impl {
     for (const serve::RankedCandidate& c : r.candidates) {
       json scores = json::object();
       for (const auto& [task, v] : c.scores) scores[task] = v;
-      cands.push_back({{"item", c.item}, {"scores", std::move(scores)}});
+      json cand = {{"item", c.item}, {"scores", std::move(scores)}};
+      if (!c.feedback.empty()) cand["feedback"] = c.feedback;
+      cands.push_back(std::move(cand));
     }
     json out = {{"candidates", std::move(cands)}, {"tasks", r.tasks}, {"model", r.model},
                 {"m_falcon", r.m_falcon},        {"fallback", r.fallback}};

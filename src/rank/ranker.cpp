@@ -600,8 +600,9 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
 
 torch::Tensor Ranker::score(const RankData& rd, const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
                             const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
-                            int64_t request_time) {
+                            int64_t request_time, torch::Tensor* feedback_probs) {
   GENREC_ASSERT(items.size() == feedback.size());
+  if (feedback_probs) *feedback_probs = torch::Tensor();
   check_readable(options_, rd);
   auto& net = *state_->net;
   torch::NoGradGuard ng;
@@ -629,7 +630,10 @@ torch::Tensor Ranker::score(const RankData& rd, const std::vector<int32_t>& item
     c.times = torch::full({1, M}, at, torch::kLong);
   }
   torch::Tensor out = net.forward_candidates(h, c).squeeze(0);
-  if (options_.output == "feedback") out = read_tasks(out, rd);  // [M, K]
+  if (options_.output == "feedback") {
+    if (feedback_probs) *feedback_probs = torch::softmax(out, -1).contiguous();  // [M, F]
+    out = read_tasks(out, rd);                                                   // [M, K]
+  }
   if (was_training) net.train();
   return out;
 }

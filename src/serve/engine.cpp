@@ -590,17 +590,20 @@ RankReply Engine::rank(const RankQuery& query) {
     for (const auto& t : rd.tasks) reply.tasks.push_back(t.name);
     reply.model = ranking->r.ranker->options().type;
     reply.m_falcon = reply.model == "genrank";
-    torch::Tensor out;
+    torch::Tensor out, probs;
     if (!cands.empty()) {
       std::lock_guard lock(ranking->mu);
-      out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at).contiguous();
+      out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at, &probs).contiguous();
     }
     for (size_t m = 0; m < cands.size(); ++m) {
-      RankedCandidate c{cand_raw[m], {}};
+      RankedCandidate c{cand_raw[m], {}, {}};
       for (size_t k = 0; k < rd.tasks.size(); ++k) {
         const double v = out[static_cast<int64_t>(m)][static_cast<int64_t>(k)].item<float>();
         c.scores[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
       }
+      if (probs.defined())
+        for (size_t f = 0; f < rd.feedback_names.size(); ++f)
+          c.feedback[rd.feedback_names[f]] = probs[static_cast<int64_t>(m)][static_cast<int64_t>(f)].item<float>();
       reply.candidates.push_back(std::move(c));
     }
   } else {
@@ -619,7 +622,7 @@ RankReply Engine::rank(const RankQuery& query) {
     }
     const float* row = scores.data_ptr<float>();
     for (size_t m = 0; m < cands.size(); ++m)
-      reply.candidates.push_back(RankedCandidate{cand_raw[m], {{"score", row[cands[m]]}}});
+      reply.candidates.push_back(RankedCandidate{cand_raw[m], {{"score", row[cands[m]]}}, {}});
   }
   return reply;
 }

@@ -137,9 +137,12 @@ class Ranker {
   // Outputs [n_candidates, n_tasks] for one history (events given by item, feedback, time):
   // logits for binary tasks, values for regression tasks. `rd` is the rank data the ranker was
   // trained with (its tasks and, with model.output = "feedback", how they read the tokens).
+  // With model.output = "feedback" and `feedback_probs` given, *feedback_probs is set to the
+  // predicted distribution over the feedback tokens [n_candidates, n_feedback] (column f = token
+  // f + 1, named rd.feedback_names[f]); otherwise it is left undefined.
   torch::Tensor score(const RankData& rd, const std::vector<int32_t>& items, const std::vector<int32_t>& feedback,
                       const std::vector<int64_t>& times, const std::vector<int32_t>& candidates,
-                      int64_t request_time = -1);
+                      int64_t request_time = -1, torch::Tensor* feedback_probs = nullptr);
 
   // The weights and the training state (optimizer, early stopping, best and EMA weights), so
   // that fit() continues a loaded ranker where it stopped (genrec train --resume).

@@ -105,6 +105,9 @@ struct RankQuery {
 struct RankedCandidate {
   std::string item;
   std::map<std::string, double> scores;  // task name -> probability (binary tasks) or value
+  // Ranking runs with model.output = "feedback": feedback name (action or rating level) ->
+  // predicted probability; empty otherwise.
+  std::map<std::string, double> feedback;
 };
 
 struct RankReply {
