@@ -2,7 +2,8 @@
 # The measured TIGER recipe on Amazon Beauty (docs/semantic_ids.md, issue "Semantic IDs and
 # generative retrieval"), end to end, for several seeds:
 #   1. import Beauty (s3rec sequences + item2attributes) from ../shared/data
-#   2. SASRec (configs/beauty/sasrec.toml, seed 42) for the items' collaborative embeddings
+#   2. SASRec (configs/beauty/sasrec.toml, one run per seed of SASREC_SEEDS) for the items'
+#      collaborative embeddings
 #   3. genrec's own semantic IDs: RQ-k-means 3 x 256 over the SASRec embeddings + attributes
 #   4. per seed, stage 1 (configs/beauty/tiger-items.toml; checkpoints chosen without the
 #      history bias) and stage 2 (configs/beauty/tiger-items-continue.toml from stage 1's best
@@ -17,6 +18,8 @@
 # Extra arguments are passed to both TIGER stages (e.g. a lever to compare). Environment:
 #   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger), SHARED (../shared/data),
 #   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported),
+#   SASREC_SEEDS (42; several, e.g. "42 43 44": the IDs are built over all their embeddings, in
+#   sid/beauty-own-42-43-44),
 #   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
 #   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed on
 #   OpenBLAS's generic kernels; with AVX-512 kernels (core/blas.h) SEEDS="42 43 44" JOBS=3 ran in
@@ -32,6 +35,7 @@ SID="${SID:-own}"
 STAGE1_EPOCHS="${STAGE1_EPOCHS:-16}"
 STAGE2_EPOCHS="${STAGE2_EPOCHS:-8}"
 SASREC_EPOCHS="${SASREC_EPOCHS:-200}"
+SASREC_SEEDS="${SASREC_SEEDS:-42}"
 EVAL_USERS="${EVAL_USERS:-5000}"
 EXTRA=("$@")
 
@@ -51,15 +55,26 @@ if [ ! -f data/beauty/items.vocab ]; then
 fi
 
 if [ "$SID" = own ]; then
+  # One SASRec run per seed in SASREC_SEEDS; each run's item embeddings enter the content as a
+  # block of weight 1/sqrt(number of runs), so that the squared distance k-means sees is their
+  # average (plus the attributes') whatever the number of runs.
+  n_sasrec=$(echo $SASREC_SEEDS | wc -w)
+  [ "$n_sasrec" -ge 1 ] || die "SASREC_SEEDS is empty"
+  w=$(python3 -c "print(f'{1/$n_sasrec**0.5:.6g}')")
   SID_DIR=sid/beauty-own
-  if [ ! -f runs/sasrec-s42/metrics.json ]; then
-    step "SASRec seed 42 (collaborative item embeddings)"
-    "$G" train --config "$ROOT/configs/beauty/sasrec.toml" --data data/beauty --out runs/sasrec-s42 \
-      --set train.seed=42 --set train.epochs="$SASREC_EPOCHS" > logs/sasrec.log 2>&1
-  fi
+  [ "$n_sasrec" = 1 ] && [ "$SASREC_SEEDS" = 42 ] || SID_DIR="sid/beauty-own-$(echo $SASREC_SEEDS | tr ' ' -)"
+  features=()
+  for ss in $SASREC_SEEDS; do
+    if [ ! -f "runs/sasrec-s$ss/metrics.json" ]; then
+      step "SASRec seed $ss (collaborative item embeddings)"
+      "$G" train --config "$ROOT/configs/beauty/sasrec.toml" --data data/beauty --out "runs/sasrec-s$ss" \
+        --set train.seed="$ss" --set train.epochs="$SASREC_EPOCHS" > "logs/sasrec-s$ss.log" 2>&1
+    fi
+    features+=(--features "run:runs/sasrec-s$ss:$w")
+  done
   if [ ! -f "$SID_DIR/codes.bin" ]; then
-    step "sid build (RQ-k-means 3 x 256 over SASRec embeddings + attributes)"
-    "$G" sid build --data data/beauty --features run:runs/sasrec-s42 --features attributes:32:0.5 \
+    step "sid build (RQ-k-means 3 x 256 over the SASRec embeddings of seeds $SASREC_SEEDS + attributes)"
+    "$G" sid build --data data/beauty "${features[@]}" --features attributes:32:0.5 \
       --method rq-kmeans --levels 3 --codebook 256 --out "$SID_DIR" > logs/sid.log 2>&1
   fi
 else
