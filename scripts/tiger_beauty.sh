@@ -18,8 +18,8 @@
 # Extra arguments are passed to both TIGER stages (e.g. a lever to compare). Environment:
 #   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger), SHARED (../shared/data),
 #   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported),
-#   SASREC_SEEDS (42; several, e.g. "42 43 44": the IDs are built over all their embeddings, in
-#   sid/beauty-own-42-43-44),
+#   SASREC_SEEDS (42; several, e.g. "42 43 44": the IDs are built over all their runs' embeddings,
+#   in sid/beauty-own-42-43-44; measured, not adopted: docs/semantic_ids.md),
 #   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
 #   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed on
 #   OpenBLAS's generic kernels; with AVX-512 kernels (core/blas.h) SEEDS="42 43 44" JOBS=3 ran in
