@@ -62,7 +62,7 @@ if [ "$SID" = own ]; then
   [ "$n_sasrec" -ge 1 ] || die "SASREC_SEEDS is empty"
   w=$(python3 -c "print(f'{1/$n_sasrec**0.5:.6g}')")
   SID_DIR=sid/beauty-own
-  [ "$n_sasrec" = 1 ] && [ "$SASREC_SEEDS" = 42 ] || SID_DIR="sid/beauty-own-$(echo $SASREC_SEEDS | tr ' ' -)"
+  [ "$SASREC_SEEDS" = 42 ] || SID_DIR="sid/beauty-own-$(echo $SASREC_SEEDS | tr ' ' -)"
   features=()
   for ss in $SASREC_SEEDS; do
     if [ ! -f "runs/sasrec-s$ss/metrics.json" ]; then
