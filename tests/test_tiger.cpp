@@ -191,6 +191,35 @@ TEST(Tiger, ItemEncoderInputOptionRoundTripsAndIsChecked) {
   expect_refused(o, random_sid(30, {4, 3}, 1), "model.encoder_input");
 }
 
+// train.label_smoothing: (1 - eps) * NLL + eps * the mean over the codebook of -log p, i.e. the
+// cross-entropy against (1 - eps) one-hot + eps uniform. Hand-computed on two rows of three codes.
+TEST(Tiger, LabelSmoothedLevelLossMatchesHandComputedValues) {
+  torch::Tensor p = torch::tensor({{0.5, 0.25, 0.25}, {0.1, 0.6, 0.3}}, torch::kFloat32);
+  torch::Tensor lp = p.log();
+  torch::Tensor target = torch::tensor({0, 1}, torch::kInt64);
+  // NLL = (ln 2 + ln(1/0.6)) / 2 = 0.601986; mean -log p per row: 1.155245 and 1.339128.
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.0).item<double>(), 0.601986, 1e-5);
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.2).item<double>(), 0.8 * 0.601986 + 0.2 * 1.247187, 1e-5);
+  // The same against the smoothed target distribution written out.
+  torch::Tensor q = torch::full({2, 3}, 0.2 / 3.0);
+  q[0][0] += 0.8;
+  q[1][1] += 0.8;
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.2).item<double>(), -(q * lp).sum(-1).mean().item<double>(), 1e-6);
+  // Its gradient wrt the logits is softmax - q (per row, divided by the batch size).
+  torch::Tensor logits = torch::tensor({{0.3, -1.0, 2.0}, {1.5, 0.2, -0.4}}, torch::kFloat32).requires_grad_(true);
+  tiger_level_loss(torch::log_softmax(logits, -1), target, 0.2).backward();
+  EXPECT_TRUE(torch::allclose(logits.grad(), (torch::softmax(logits.detach(), -1) - q) / 2.0, 1e-5, 1e-6));
+
+  TigerOptions o = tiny_options();
+  EXPECT_EQ(o.label_smoothing, 0.0);
+  o.label_smoothing = 0.1;
+  EXPECT_EQ(TigerOptions::from_json(o.to_json()).label_smoothing, 0.1);
+  o.label_smoothing = 1.0;
+  expect_refused(o, random_sid(30, {4, 3}, 1), "train.label_smoothing");
+  o.label_smoothing = -0.1;
+  expect_refused(o, random_sid(30, {4, 3}, 1), "train.label_smoothing");
+}
+
 TEST(Tiger, EncoderPositionsCountFromTheMostRecentItemWithRecency) {
   auto keep = [](std::vector<std::vector<int>> rows) {
     const auto S = static_cast<int64_t>(rows[0].size());

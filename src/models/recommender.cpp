@@ -84,6 +84,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.beam = cfg.get_int("model.beam", d.beam);
     d.cold_fraction = cfg.get_double("model.cold_fraction", d.cold_fraction);
     d.epochs = cfg.get_int("train.epochs", d.epochs);
+    d.label_smoothing = cfg.get_double("train.label_smoothing", d.label_smoothing);
     d.batch_size = cfg.get_int("train.batch_size", d.batch_size);
     d.jagged = cfg.get_bool("train.jagged", d.jagged);
     d.lr = cfg.get_double("train.lr", d.lr);

@@ -25,7 +25,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
           {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
           {"encoder_positions", encoder_positions}, {"code_init", code_init},
-          {"beam", beam},         {"epochs", epochs},         {"batch_size", batch_size},
+          {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing},         {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
@@ -51,6 +51,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.code_init = j.value("code_init", o.code_init);
   o.beam = j.value("beam", o.beam);
   o.epochs = j.value("epochs", o.epochs);
+  o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
   o.batch_size = j.value("batch_size", o.batch_size);
   o.lr = j.value("lr", o.lr);
   o.jagged = j.value("jagged", false);  // checkpoints from before the option trained without it
@@ -86,12 +87,21 @@ void TigerOptions::validate() const {
   if (beam < 1) bad("beam", "must be >= 1");
   if (!(cold_fraction >= 0.0 && cold_fraction <= 1.0)) bad("cold_fraction", "must be in [0, 1]");
   if (epochs < 0) bad("epochs", "must be >= 0");
+  if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
+    throw InvalidInput("tiger: train.label_smoothing must be in [0, 1)");
   if (batch_size < 1) bad("batch_size", "must be >= 1");
   if (!(lr > 0)) bad("lr", "must be > 0");
   if (lr_schedule != "constant" && lr_schedule != "cosine") bad("lr_schedule", "must be constant or cosine");
   if (eval_every < 1) bad("eval_every", "must be >= 1");
   if (patience < 1) bad("patience", "must be >= 1");
   if (eval_users < 0) bad("eval_users", "must be >= 0");
+}
+
+torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing) {
+  torch::Tensor nll = torch::nll_loss(log_probs, target);
+  if (label_smoothing == 0.0) return nll;
+  // Cross-entropy against (1 - eps) one-hot + eps uniform over the codebook.
+  return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1).mean();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,7 +857,7 @@ void TigerRecommender::fit(const TrainContext& ctx) {
       torch::Tensor h = st.decode(in, enc, keep);  // [N, L, D]
       torch::Tensor loss = torch::zeros({});
       for (int64_t l = 0; l < st.sid.levels; ++l)
-        loss = loss + torch::nll_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l));
+        loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l), o.label_smoothing);
       loss = loss / static_cast<double>(st.sid.levels);
       double lr = o.lr;
       const int64_t step = st.meta.step + 1;

@@ -73,6 +73,9 @@ struct TigerOptions {
   double cold_fraction = 0.0;
   // training
   int64_t epochs = 100;
+  // Label smoothing of each level's cross-entropy: the target distribution puts 1 - eps on the
+  // true code and spreads eps evenly over the level's whole codebook; 0 = plain cross-entropy.
+  double label_smoothing = 0.0;
   int64_t batch_size = 256;
   bool jagged = true;               // length-bucketed batches, each padded to its longest history
   double lr = 1e-3;
@@ -96,6 +99,10 @@ struct BeamResult {
   std::vector<int32_t> items;
   std::vector<float> scores;
 };
+
+// One level's training loss: mean cross-entropy of log_probs [N, K] against target [N], with
+// label smoothing eps (train.label_smoothing): (1 - eps) * NLL + eps * mean over codes of -log p.
+torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing);
 
 // Encoder position ids [B, S] (or [1, S] when they do not depend on the row). keep [B, S] bool
 // marks the real slots, which come first in each row: `user_slots` slots of the user token, then
