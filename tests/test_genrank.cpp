@@ -228,6 +228,31 @@ TEST(Ranker, TrainsEvaluatesAndRoundTripsThroughACheckpoint) {
   }
 }
 
+// What genrec rank and /v1/rank print: binary tasks as the sigmoid of the logit, regression
+// tasks as they are, the feedback distribution by name when there is one; candidates in order.
+TEST(Ranker, CandidateScoresReadOffTheOutputsByName) {
+  RankData rd;
+  rd.tasks = {{"like", true}, {"rating", false}};
+  rd.n_feedback = 2;
+  rd.feedback_names = {"1", "5"};
+  const torch::Tensor out = torch::tensor({{0.0f, 2.0f}, {std::log(3.0f), 4.5f}});
+  std::vector<CandidateScores> plain = read_candidate_scores(rd, out, torch::Tensor());
+  ASSERT_EQ(plain.size(), 2u);
+  EXPECT_NEAR(plain[0].tasks.at("like"), 0.5, 1e-7);
+  EXPECT_NEAR(plain[1].tasks.at("like"), 0.75, 1e-6);  // sigmoid(ln 3) = 3/4
+  EXPECT_EQ(plain[0].tasks.at("rating"), 2.0);
+  EXPECT_EQ(plain[1].tasks.at("rating"), 4.5);
+  EXPECT_TRUE(plain[0].feedback.empty() && plain[1].feedback.empty());
+  const torch::Tensor probs = torch::tensor({{0.25f, 0.75f}, {0.5f, 0.5f}});
+  std::vector<CandidateScores> dist = read_candidate_scores(rd, out, probs);
+  ASSERT_EQ(dist.size(), 2u);
+  EXPECT_EQ(dist[0].feedback.at("1"), 0.25);
+  EXPECT_EQ(dist[0].feedback.at("5"), 0.75);
+  EXPECT_EQ(dist[1].feedback.at("5"), 0.5);
+  EXPECT_EQ(dist[1].tasks, plain[1].tasks);
+  EXPECT_TRUE(read_candidate_scores(rd, torch::Tensor(), torch::Tensor()).empty());  // nothing scored
+}
+
 TEST(Ranker, FeedbackOutputReadsEveryTaskOffOneSoftmax) {
   // model.output = "feedback": the net's outputs are logits over the feedback tokens (here the
   // rating levels 1..5); like and rating are read off that distribution.

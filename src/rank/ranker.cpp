@@ -638,6 +638,33 @@ torch::Tensor Ranker::score(const RankData& rd, const std::vector<int32_t>& item
   return out;
 }
 
+std::vector<CandidateScores> read_candidate_scores(const RankData& rd, const torch::Tensor& out,
+                                                   const torch::Tensor& feedback_probs) {
+  std::vector<CandidateScores> list;
+  if (!out.defined()) return list;
+  GENREC_ASSERT(out.dim() == 2 && out.size(1) == static_cast<int64_t>(rd.tasks.size()));
+  torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
+  auto a = o.accessor<double, 2>();
+  torch::Tensor p;
+  if (feedback_probs.defined()) {
+    GENREC_ASSERT(feedback_probs.size(0) == out.size(0) &&
+                  feedback_probs.size(1) == static_cast<int64_t>(rd.feedback_names.size()));
+    p = feedback_probs.to(torch::kCPU, torch::kDouble).contiguous();
+  }
+  for (int64_t m = 0; m < o.size(0); ++m) {
+    CandidateScores c;
+    for (size_t k = 0; k < rd.tasks.size(); ++k) {
+      const double v = a[m][static_cast<int64_t>(k)];
+      c.tasks[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
+    }
+    if (p.defined())
+      for (size_t f = 0; f < rd.feedback_names.size(); ++f)
+        c.feedback[rd.feedback_names[f]] = p[m][static_cast<int64_t>(f)].item<double>();
+    list.push_back(std::move(c));
+  }
+  return list;
+}
+
 // Layout: "model/NAME" (the net's parameters, the averaged ones with train.ema), then the
 // training state of train_state.h ("train/meta", "train/optimizer", "train/best/I") and, with
 // train.ema, "train/raw/I" (the raw weights training continues from).

@@ -595,17 +595,9 @@ RankReply Engine::rank(const RankQuery& query) {
       std::lock_guard lock(ranking->mu);
       out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at, &probs).contiguous();
     }
-    for (size_t m = 0; m < cands.size(); ++m) {
-      RankedCandidate c{cand_raw[m], {}, {}};
-      for (size_t k = 0; k < rd.tasks.size(); ++k) {
-        const double v = out[static_cast<int64_t>(m)][static_cast<int64_t>(k)].item<float>();
-        c.scores[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
-      }
-      if (probs.defined())
-        for (size_t f = 0; f < rd.feedback_names.size(); ++f)
-          c.feedback[rd.feedback_names[f]] = probs[static_cast<int64_t>(m)][static_cast<int64_t>(f)].item<float>();
-      reply.candidates.push_back(std::move(c));
-    }
+    std::vector<CandidateScores> scored = read_candidate_scores(rd, out, probs);
+    for (size_t m = 0; m < scored.size(); ++m)
+      reply.candidates.push_back(RankedCandidate{cand_raw[m], std::move(scored[m].tasks), std::move(scored[m].feedback)});
   } else {
     // No ranking run: the retrieval model's scores of the candidates.
     reply.tasks = {"score"};

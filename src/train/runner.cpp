@@ -503,22 +503,12 @@ nlohmann::json rank_cli_run(const fs::path& run_dir, const RankCliRequest& req) 
   for (const auto& raw : req.candidates) cands.push_back(item_id(raw));
   if (!unknown.empty()) throw InvalidInput("rank: unknown item id(s): " + unknown);
   torch::Tensor probs;
-  torch::Tensor out = r.ranker->score(rd, items, feedback, times, cands, req.request_time, &probs).contiguous();
-  auto a = out.accessor<float, 2>();
+  torch::Tensor out = r.ranker->score(rd, items, feedback, times, cands, req.request_time, &probs);
+  const std::vector<CandidateScores> scored = read_candidate_scores(rd, out, probs);
   nlohmann::json list = nlohmann::json::array();
   for (size_t m = 0; m < cands.size(); ++m) {
-    nlohmann::json scores = nlohmann::json::object();
-    for (size_t k = 0; k < rd.tasks.size(); ++k) {
-      const double v = a[static_cast<int64_t>(m)][static_cast<int64_t>(k)];
-      scores[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
-    }
-    nlohmann::json entry = {{"item", req.candidates[m]}, {"scores", scores}};
-    if (probs.defined()) {
-      nlohmann::json dist = nlohmann::json::object();
-      for (size_t f = 0; f < rd.feedback_names.size(); ++f)
-        dist[rd.feedback_names[f]] = probs[static_cast<int64_t>(m)][static_cast<int64_t>(f)].item<float>();
-      entry["feedback"] = std::move(dist);
-    }
+    nlohmann::json entry = {{"item", req.candidates[m]}, {"scores", scored[m].tasks}};
+    if (probs.defined()) entry["feedback"] = scored[m].feedback;
     list.push_back(std::move(entry));
   }
   return {{"user", req.user ? nlohmann::json(*req.user) : nlohmann::json()},

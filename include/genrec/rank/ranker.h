@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -162,6 +163,18 @@ class Ranker {
   int64_t n_feedback_;
   std::unique_ptr<State> state_;
 };
+
+// One candidate's scores as a user reads them (genrec rank, /v1/rank): task name -> probability
+// (binary tasks: the sigmoid of score()'s logit) or value (regression tasks), and, when score()
+// set feedback_probs (model.output = "feedback"), feedback name -> predicted probability.
+struct CandidateScores {
+  std::map<std::string, double> tasks;
+  std::map<std::string, double> feedback;  // empty without feedback_probs
+};
+// Ranker::score's outputs [M, tasks] and feedback_probs [M, F] (undefined: no distribution) for
+// M candidates, in candidate order; an undefined `out` (no candidates scored) gives none.
+std::vector<CandidateScores> read_candidate_scores(const RankData& rd, const torch::Tensor& out,
+                                                   const torch::Tensor& feedback_probs);
 
 // Checkpoints of rankers: the framing of recommender checkpoints, meta type = options.type.
 void save_ranker_checkpoint(const std::filesystem::path& path, const Ranker& ranker, const Vocabulary& items,
