@@ -513,6 +513,45 @@ TEST_F(Server, RankWithARankingRunUsesMFalconAndMatchesTheCli) {
   EXPECT_EQ(s.proc->stop(SIGTERM), 0) << s.proc->log();
 }
 
+// model.output = "feedback": /v1/rank also returns each candidate's predicted distribution over
+// the rating levels; the task scores are read off it (like = P(level >= 4), rating = the expected
+// level), and server and CLI agree.
+TEST_F(Server, RankWithAFeedbackOutputRunReturnsTheDistribution) {
+  std::string config = read_text(*tmp_ / "genrank.toml");
+  config.replace(config.find("[model]\n"), 8, "[model]\noutput = \"feedback\"\n");
+  write_text(*tmp_ / "genrank-fb.toml", config);
+  const fs::path run = *tmp_ / "genrank-fb";
+  CliResult t = run_cli("-q train --config '" + (*tmp_ / "genrank-fb.toml").string() + "' --data '" +
+                        (*tmp_ / "data").string() + "' --out '" + run.string() + "'");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  Served s = start({"--rank-run", run.string()}, {}, "ranking-feedback");
+  ASSERT_GT(s.port, 0);
+  HttpReply r = post(s.port, "/v1/rank", {{"user_id", "7"}, {"candidates", {"5", "1", "77"}}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = r.json_body();
+  ASSERT_EQ(j["candidates"].size(), 3u) << r.body;
+  CliResult cli = run_cli("-q rank --run '" + run.string() + "' --user 7 --candidates 5,1,77");
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  json c = json::parse(cli.out);
+  ASSERT_EQ(c["candidates"].size(), 3u) << cli.out;
+  for (size_t i = 0; i < 3; ++i) {
+    const json& fb = j["candidates"][i]["feedback"];
+    ASSERT_TRUE(fb.is_object() && fb.size() >= 2) << r.body;
+    double total = 0, like = 0, mean = 0;
+    for (const auto& [level, p] : fb.items()) {
+      const double v = std::stod(level), q = p.get<double>();
+      total += q;
+      mean += v * q;
+      if (v >= 4) like += q;
+      EXPECT_NEAR(q, c["candidates"][i]["feedback"][level].get<double>(), 1e-5) << "candidate " << i << " level " << level;
+    }
+    EXPECT_NEAR(total, 1.0, 1e-5) << r.body;
+    EXPECT_NEAR(j["candidates"][i]["scores"]["like"].get<double>(), like, 1e-5) << r.body;
+    EXPECT_NEAR(j["candidates"][i]["scores"]["rating"].get<double>(), mean, 1e-4) << r.body;
+  }
+  EXPECT_EQ(s.proc->stop(SIGTERM), 0) << s.proc->log();
+}
+
 TEST_F(Server, BadRequestsGet4xxAndTheServerKeepsServing) {
   struct Case {
     std::string path, body;
