@@ -2,7 +2,9 @@
 // Ranker training/evaluation path (rank/ranker.h) and `genrec rank`.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -18,6 +20,7 @@
 #include "test_util.h"
 
 using namespace genrec;
+namespace fs = std::filesystem;
 using genrec::test::run_cli;
 using genrec::test::TempDir;
 
@@ -746,6 +749,53 @@ batch_size = 32
   EXPECT_EQ(eval.exit_code, 0) << eval.err;
   EXPECT_NE(eval.out.find("action:like/auc"), std::string::npos);
   EXPECT_FALSE(j["candidates"][0].contains("feedback")) << ranked.out;  // one head per task
+
+  // eval --predictions: every scored candidate as TSV; the metrics recomputed from the file equal
+  // the reported ones.
+  const fs::path pred = tmp / "pred.tsv";
+  auto with_pred = run_cli("-q eval --run " + q + (tmp / "run").string() + q + " --split test --predictions " + q +
+                           pred.string() + q);
+  ASSERT_EQ(with_pred.exit_code, 0) << with_pred.err;
+  const auto m = nlohmann::json::parse(with_pred.out)["metrics"];
+  std::istringstream lines(genrec::test::read_text(pred));
+  std::string line;
+  std::getline(lines, line);
+  EXPECT_EQ(line, "user\titem\ttimestamp\thas_history\taction:like\taction:like_label\trating\trating_label");
+  std::vector<int32_t> users;
+  std::vector<float> like, like_label;
+  double sq = 0;
+  int64_t rows = 0, with_history = 0;
+  std::map<std::string, int32_t> user_ids;
+  while (std::getline(lines, line)) {
+    std::vector<std::string> f;
+    std::stringstream cells(line);
+    for (std::string c; std::getline(cells, c, '\t');) f.push_back(c);
+    ASSERT_EQ(f.size(), 8u) << line;
+    EXPECT_FALSE(f[2].empty()) << line;  // generated data has timestamps
+    ++rows;
+    with_history += f[3] == "1";
+    users.push_back(user_ids.emplace(f[0], static_cast<int32_t>(user_ids.size())).first->second);
+    like.push_back(std::stof(f[4]));
+    like_label.push_back(std::stof(f[5]));
+    EXPECT_TRUE(like.back() > 0 && like.back() < 1) << line;  // a probability, not a logit
+    sq += std::pow(std::stod(f[6]) - std::stod(f[7]), 2);
+  }
+  EXPECT_EQ(rows, m["candidates"].get<int64_t>());
+  EXPECT_EQ(with_history, m["with_history/candidates"].get<int64_t>());
+  EXPECT_NEAR(auc(like, like_label), m["action:like/auc"].get<double>(), 1e-9);
+  EXPECT_NEAR(gauc(users, like, like_label).gauc, m["action:like/gauc"].get<double>(), 1e-9);
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(rows)), m["rating/rmse"].get<double>(), 1e-5);
+  auto no_dir = run_cli("-q eval --run " + q + (tmp / "run").string() + q + " --predictions " + q +
+                        (tmp / "nowhere" / "p.tsv").string() + q);
+  EXPECT_EQ(no_dir.exit_code, 2);
+  EXPECT_NE(no_dir.err.find("no such directory"), std::string::npos) << no_dir.err;
+  genrec::test::write_text(tmp / "pop.toml", "[model]\ntype = \"pop\"\n");
+  auto pop = run_cli("-q train --config " + q + (tmp / "pop.toml").string() + q + " --data " + q +
+                     (tmp / "data").string() + q + " --out " + q + (tmp / "pop").string() + q);
+  ASSERT_EQ(pop.exit_code, 0) << pop.err;
+  auto pop_pred = run_cli("-q eval --run " + q + (tmp / "pop").string() + q + " --predictions " + q + pred.string() + q);
+  EXPECT_EQ(pop_pred.exit_code, 2);
+  EXPECT_NE(pop_pred.err.find("applies to ranking runs"), std::string::npos) << pop_pred.err;
 
   // model.output = "feedback": each candidate also gets the predicted distribution over the
   // actions, and the task read off it is that distribution's P(like).

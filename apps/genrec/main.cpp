@@ -337,6 +337,10 @@ int main(int argc, char** argv) {
   eval->add_option("--target-items", eval_target_items,
                    "Evaluate only users whose target is one of these items (file of raw ids, one per line, '#' "
                    "comments; e.g. OUT/holdout_items.txt of data holdout-items); retrieval runs only");
+  std::string eval_predictions;
+  eval->add_option("--predictions", eval_predictions,
+                   "Also write every scored candidate to this TSV file: user, item, timestamp, has_history, then "
+                   "per task its score and label; ranking runs only");
 
   std::string rec_run, rec_user, rec_history;
   RecommendRequest rec_req;
@@ -543,7 +547,8 @@ int main(int argc, char** argv) {
       j["valid"] = r.valid.metrics;
       print_json(j);
     } else if (*eval) {
-      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress, eval_target_items).to_json());
+      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress, eval_target_items,
+                          eval_predictions).to_json());
     } else if (*recommend) {
       if (opt_user->count() > 0) rec_req.user = rec_user;
       if (opt_hist->count() > 0) rec_req.history = split_commas(rec_history);

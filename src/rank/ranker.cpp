@@ -502,8 +502,10 @@ void Ranker::fit(const RankTrainContext& ctx) {
   if (!st.best.empty()) copy_params(net, st.best);
 }
 
+double task_value(const RankTask& task, double output) { return task.binary ? 1.0 / (1.0 + std::exp(-output)) : output; }
+
 EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
-                            const ProgressCallback& progress) {
+                            const ProgressCallback& progress, std::vector<RankPrediction>* predictions) {
   auto t0 = std::chrono::steady_clock::now();
   auto& net = *state_->net;
   const auto& o = options_;
@@ -553,6 +555,14 @@ EvalResult Ranker::evaluate(const Dataset& ds, const RankData& rd, const Split& 
         for (int64_t k = 0; k < K; ++k) {
           outputs.push_back(oa[b][j][k]);
           labels.push_back(la[b][j][k]);
+        }
+        if (predictions) {
+          RankPrediction p{reqs[r].user, reqs[r].cand_begin + j, has_history.back() != 0, {}, {}};
+          for (int64_t k = 0; k < K; ++k) {
+            p.scores.push_back(task_value(rd.tasks[static_cast<size_t>(k)], oa[b][j][k]));
+            p.labels.push_back(la[b][j][k]);
+          }
+          predictions->push_back(std::move(p));
         }
       }
     }
@@ -653,10 +663,7 @@ std::vector<CandidateScores> read_candidate_scores(const RankData& rd, const tor
   }
   for (int64_t m = 0; m < o.size(0); ++m) {
     CandidateScores c;
-    for (size_t k = 0; k < rd.tasks.size(); ++k) {
-      const double v = a[m][static_cast<int64_t>(k)];
-      c.tasks[rd.tasks[k].name] = rd.tasks[k].binary ? 1.0 / (1.0 + std::exp(-v)) : v;
-    }
+    for (size_t k = 0; k < rd.tasks.size(); ++k) c.tasks[rd.tasks[k].name] = task_value(rd.tasks[k], a[m][static_cast<int64_t>(k)]);
     if (p.defined())
       for (size_t f = 0; f < rd.feedback_names.size(); ++f)
         c.feedback[rd.feedback_names[f]] = p[m][static_cast<int64_t>(f)].item<double>();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <thread>
 #include <tuple>
@@ -383,8 +384,37 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   return result;
 }
 
+void write_rank_predictions(const fs::path& path, const Dataset& ds, const RankData& rd,
+                            const std::vector<RankPrediction>& predictions) {
+  std::string out = "user\titem\ttimestamp\thas_history";
+  for (const auto& t : rd.tasks) out += "\t" + t.name + "\t" + t.name + "_label";
+  out += "\n";
+  char buf[64];
+  for (const auto& p : predictions) {
+    out += ds.users.raw(p.user) + "\t" + ds.items.raw(ds.event_items[static_cast<size_t>(p.event)]) + "\t";
+    if (ds.has_timestamps()) out += std::to_string(ds.event_timestamps[static_cast<size_t>(p.event)]);
+    out += p.has_history ? "\t1" : "\t0";
+    for (size_t k = 0; k < p.scores.size(); ++k) {
+      std::snprintf(buf, sizeof buf, "\t%.9g\t", p.scores[k]);
+      out += buf;
+      if (!std::isnan(p.labels[k])) {
+        std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(p.labels[k]));
+        out += buf;
+      }
+    }
+    out += "\n";
+  }
+  write_file_atomic(path, out);
+}
+
 EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
-                    const ProgressCallback& progress, const fs::path& target_items) {
+                    const ProgressCallback& progress, const fs::path& target_items, const fs::path& predictions) {
+  if (!predictions.empty()) {  // before any work: a bad path would otherwise surface after evaluating
+    const fs::path dir = predictions.parent_path().empty() ? fs::path(".") : predictions.parent_path();
+    if (!fs::is_directory(dir))
+      throw InvalidInput("eval: --predictions " + predictions.string() + ": no such directory " + dir.string());
+    if (fs::is_directory(predictions)) throw InvalidInput("eval: --predictions " + predictions.string() + " is a directory");
+  }
   Config cfg = load_run_config(run_dir, overrides);
   RunSettings s = read_settings(cfg);
   if (part == SplitPart::Valid && s.split.train_on_valid)
@@ -411,8 +441,15 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     // The protocol is overridable here: --set eval.history=cut|streaming.
     r.ranker->set_eval_history(cfg.get_string("eval.history", r.ranker->options().eval_history));
     RankData rd = make_rank_data(ds, r.ranker->options().data_options());
-    return r.ranker->evaluate(ds, rd, make_split(ds, s.split), part, progress);
+    if (predictions.empty()) return r.ranker->evaluate(ds, rd, make_split(ds, s.split), part, progress);
+    std::vector<RankPrediction> scored;
+    EvalResult result = r.ranker->evaluate(ds, rd, make_split(ds, s.split), part, progress, &scored);
+    write_rank_predictions(predictions, ds, rd, scored);
+    return result;
   }
+  if (!predictions.empty())
+    throw InvalidInput("eval: --predictions applies to ranking runs; " + run_dir.string() +
+                       " is a retrieval run (its metrics come from full rankings, not per-candidate scores)");
   LoadedCheckpoint ckpt = load_checkpoint(best);
   if (ckpt.items.size() != ds.n_items())
     throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +

@@ -38,6 +38,20 @@ struct CheckpointHeader;  // models/recommender.h
 // Model names the ranking family registers.
 bool is_ranker_type(const std::string& type);  // genrank | din
 
+// One candidate scored by Ranker::evaluate: the request's user (dense id), the candidate's event
+// (global index into the dataset's events), whether the request had a history, and per task
+// (rd.tasks order) the score as a user reads it (task_value) and the label (NaN: undefined).
+struct RankPrediction {
+  int32_t user = 0;
+  int64_t event = 0;
+  bool has_history = false;
+  std::vector<double> scores;
+  std::vector<float> labels;
+};
+// A task's score as a user reads it: the probability sigmoid(output) for binary tasks, the
+// output itself for regression tasks.
+double task_value(const RankTask& task, double output);
+
 struct RankerOptions {
   std::string type = "genrank";
   // tasks
@@ -132,9 +146,10 @@ class Ranker {
 
   // Trains; at the end the net holds the best validation weights.
   void fit(const RankTrainContext& ctx);
-  // Metrics per task (ranking_metrics.h keys) on the part's requests.
+  // Metrics per task (ranking_metrics.h keys) on the part's requests. With `predictions`, also
+  // every scored candidate in request order (genrec eval --predictions).
   EvalResult evaluate(const Dataset& ds, const RankData& rd, const Split& split, SplitPart part,
-                      const ProgressCallback& progress = nullptr);
+                      const ProgressCallback& progress = nullptr, std::vector<RankPrediction>* predictions = nullptr);
   // Outputs [n_candidates, n_tasks] for one history (events given by item, feedback, time):
   // logits for binary tasks, values for regression tasks. `rd` is the rank data the ranker was
   // trained with (its tasks and, with model.output = "feedback", how they read the tokens).
