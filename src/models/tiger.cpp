@@ -25,7 +25,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
           {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
           {"encoder_positions", encoder_positions}, {"code_init", code_init},
-          {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing},         {"batch_size", batch_size},
+          {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing}, {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},

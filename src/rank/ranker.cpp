@@ -655,18 +655,19 @@ std::vector<CandidateScores> read_candidate_scores(const RankData& rd, const tor
   GENREC_ASSERT(out.dim() == 2 && out.size(1) == static_cast<int64_t>(rd.tasks.size()));
   torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
   auto a = o.accessor<double, 2>();
-  torch::Tensor p;
-  if (feedback_probs.defined()) {
+  const bool with_feedback = feedback_probs.defined();
+  torch::Tensor p = torch::zeros({1, 1}, torch::kDouble);
+  if (with_feedback) {
     GENREC_ASSERT(feedback_probs.size(0) == out.size(0) &&
                   feedback_probs.size(1) == static_cast<int64_t>(rd.feedback_names.size()));
     p = feedback_probs.to(torch::kCPU, torch::kDouble).contiguous();
   }
+  auto pa = p.accessor<double, 2>();
   for (int64_t m = 0; m < o.size(0); ++m) {
     CandidateScores c;
     for (size_t k = 0; k < rd.tasks.size(); ++k) c.tasks[rd.tasks[k].name] = task_value(rd.tasks[k], a[m][static_cast<int64_t>(k)]);
-    if (p.defined())
-      for (size_t f = 0; f < rd.feedback_names.size(); ++f)
-        c.feedback[rd.feedback_names[f]] = p[m][static_cast<int64_t>(f)].item<double>();
+    if (with_feedback)
+      for (size_t f = 0; f < rd.feedback_names.size(); ++f) c.feedback[rd.feedback_names[f]] = pa[m][static_cast<int64_t>(f)];
     list.push_back(std::move(c));
   }
   return list;
