@@ -16,8 +16,10 @@
 #   scripts/tiger_beauty.sh                          # seeds 42 43 44, two at a time, in work/tiger
 #   SEEDS="42" JOBS=1 WORK=/tmp/t scripts/tiger_beauty.sh --set model.d_ff=1024
 # Extra arguments are passed to both TIGER stages (e.g. a lever to compare). Environment:
-#   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger), SHARED (../shared/data),
-#   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported),
+#   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger; work/tiger-NAME for another DATASET),
+#   SHARED (../shared/data), DATASET (Beauty; another s3rec set of SHARED/amazon2014_s3rec, e.g.
+#   Sports_and_Outdoors, takes the same recipe unchanged — measured on Beauty only),
+#   SID (own: genrec's RQ-k-means IDs; letter: the LETTER reference IDs, imported; Beauty only),
 #   SASREC_SEEDS (42; several, e.g. "42 43 44": the IDs are built over all their runs' embeddings,
 #   in sid/beauty-own-42-43-44; measured, not adopted: docs/semantic_ids.md),
 #   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
@@ -29,7 +31,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 G="${GENREC:-$ROOT/build/bin/genrec}"
 SEEDS="${SEEDS:-42 43 44}"
 JOBS="${JOBS:-2}"
-WORK="${WORK:-$ROOT/work/tiger}"
+DATASET="${DATASET:-Beauty}"
+NAME="$(echo "$DATASET" | tr 'A-Z' 'a-z')"
+if [ "$NAME" = beauty ]; then WORK="${WORK:-$ROOT/work/tiger}"; else WORK="${WORK:-$ROOT/work/tiger-$NAME}"; fi
 SHARED="${SHARED:-$ROOT/../shared/data}"
 SID="${SID:-own}"
 STAGE1_EPOCHS="${STAGE1_EPOCHS:-16}"
@@ -42,16 +46,19 @@ EXTRA=("$@")
 die() { echo "tiger_beauty.sh: $*" >&2; exit 1; }
 [ -x "$G" ] || die "no genrec binary at $G (bash scripts/build.sh genrec_cli, or set GENREC)"
 S3="$SHARED/amazon2014_s3rec"
-[ -f "$S3/Beauty.txt" ] || die "Beauty not found: $S3/Beauty.txt (set SHARED to the shared data folder)"
+[ -f "$S3/$DATASET.txt" ] || die "$DATASET not found: $S3/$DATASET.txt (set SHARED to the shared data folder, DATASET to a set there)"
+[ -f "$S3/${DATASET}_item2attributes.json" ] || die "no item attributes for $DATASET: $S3/${DATASET}_item2attributes.json"
 case "$SID" in own | letter) ;; *) die "SID must be own or letter, got '$SID'" ;; esac
+[ "$SID" = own ] || [ "$NAME" = beauty ] || die "SID=letter: the LETTER reference IDs in $SHARED are for Beauty only"
 mkdir -p "$WORK/runs" "$WORK/logs"
 cd "$WORK"
 step() { echo "[$(date +%H:%M:%S)] $*"; }
 
-if [ ! -f data/beauty/items.vocab ]; then
-  step "import Beauty"
-  "$G" data import --format s3rec --input "$S3/Beauty.txt" --items "$S3/Beauty_item2attributes.json" \
-    --out data/beauty > logs/import.log 2>&1
+DATA="data/$NAME"
+if [ ! -f "$DATA/items.vocab" ]; then
+  step "import $DATASET"
+  "$G" data import --format s3rec --input "$S3/$DATASET.txt" --items "$S3/${DATASET}_item2attributes.json" \
+    --out "$DATA" > logs/import.log 2>&1
 fi
 
 if [ "$SID" = own ]; then
@@ -61,27 +68,27 @@ if [ "$SID" = own ]; then
   n_sasrec=$(echo $SASREC_SEEDS | wc -w)
   [ "$n_sasrec" -ge 1 ] || die "SASREC_SEEDS is empty"
   w=$(python3 -c "print(f'{1/$n_sasrec**0.5:.6g}')")
-  SID_DIR=sid/beauty-own
-  [ "$SASREC_SEEDS" = 42 ] || SID_DIR="sid/beauty-own-$(echo $SASREC_SEEDS | tr ' ' -)"
+  SID_DIR="sid/$NAME-own"
+  [ "$SASREC_SEEDS" = 42 ] || SID_DIR="sid/$NAME-own-$(echo $SASREC_SEEDS | tr ' ' -)"
   features=()
   for ss in $SASREC_SEEDS; do
     if [ ! -f "runs/sasrec-s$ss/metrics.json" ]; then
       step "SASRec seed $ss (collaborative item embeddings)"
-      "$G" train --config "$ROOT/configs/beauty/sasrec.toml" --data data/beauty --out "runs/sasrec-s$ss" \
+      "$G" train --config "$ROOT/configs/beauty/sasrec.toml" --data "$DATA" --out "runs/sasrec-s$ss" \
         --set train.seed="$ss" --set train.epochs="$SASREC_EPOCHS" > "logs/sasrec-s$ss.log" 2>&1
     fi
     features+=(--features "run:runs/sasrec-s$ss:$w")
   done
   if [ ! -f "$SID_DIR/codes.bin" ]; then
     step "sid build (RQ-k-means 3 x 256 over the SASRec embeddings of seeds $SASREC_SEEDS + attributes)"
-    "$G" sid build --data data/beauty "${features[@]}" --features attributes:32:0.5 \
+    "$G" sid build --data "$DATA" "${features[@]}" --features attributes:32:0.5 \
       --method rq-kmeans --levels 3 --codebook 256 --out "$SID_DIR" > logs/sid.log 2>&1
   fi
 else
   SID_DIR=sid/beauty-letter
   if [ ! -f "$SID_DIR/codes.bin" ]; then
     step "sid import (LETTER reference IDs)"
-    "$G" sid build --data data/beauty --import "$SHARED/semantic_ids/letter_beauty/Beauty.index.json" \
+    "$G" sid build --data "$DATA" --import "$SHARED/semantic_ids/letter_beauty/Beauty.index.json" \
       --id-offset 1 --out "$SID_DIR" > logs/sid.log 2>&1
   fi
 fi
@@ -96,7 +103,7 @@ train_stage() {  # NAME CONFIG SETS...
     "$G" train --resume --out "runs/$name" >> "logs/$name.log" 2>&1
   else
     rm -rf "runs/$name"
-    "$G" train --config "$config" --data data/beauty --out "runs/$name" "$@" > "logs/$name.log" 2>&1
+    "$G" train --config "$config" --data "$DATA" --out "runs/$name" "$@" > "logs/$name.log" 2>&1
   fi
 }
 one_seed() {
@@ -125,5 +132,8 @@ for p in "${pids[@]}"; do wait "$p" || failed=1; done
 runs=""
 for s in $SEEDS; do runs="$runs${runs:+,}runs/stage2-s$s"; done
 step "test metrics at the best validation ndcg@10 (stage 2)"
-python3 "$ROOT/scripts/summarize_runs.py" --keys recall@5,ndcg@5,recall@10,ndcg@10 "tiger ($SID IDs)=$runs"
-echo "published TIGER (NeurIPS 2023): recall@5 0.0454, ndcg@5 0.0321, recall@10 0.0648, ndcg@10 0.0384"
+python3 "$ROOT/scripts/summarize_runs.py" --keys recall@5,ndcg@5,recall@10,ndcg@10 "tiger, $DATASET ($SID IDs)=$runs"
+case "$NAME" in
+  beauty) echo "published TIGER (NeurIPS 2023), Beauty: recall@5 0.0454, ndcg@5 0.0321, recall@10 0.0648, ndcg@10 0.0384" ;;
+  sports_and_outdoors) echo "published TIGER (NeurIPS 2023), Sports: recall@5 0.0264, ndcg@5 0.0181, recall@10 0.0400, ndcg@10 0.0225" ;;
+esac
