@@ -655,19 +655,19 @@ std::vector<CandidateScores> read_candidate_scores(const RankData& rd, const tor
   GENREC_ASSERT(out.dim() == 2 && out.size(1) == static_cast<int64_t>(rd.tasks.size()));
   torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
   auto a = o.accessor<double, 2>();
-  const bool with_feedback = feedback_probs.defined();
-  torch::Tensor p = torch::zeros({1, 1}, torch::kDouble);
-  if (with_feedback) {
-    GENREC_ASSERT(feedback_probs.size(0) == out.size(0) &&
-                  feedback_probs.size(1) == static_cast<int64_t>(rd.feedback_names.size()));
+  const size_t F = rd.feedback_names.size();
+  torch::Tensor p;
+  if (feedback_probs.defined()) {
+    GENREC_ASSERT(feedback_probs.size(0) == out.size(0) && feedback_probs.size(1) == static_cast<int64_t>(F));
     p = feedback_probs.to(torch::kCPU, torch::kDouble).contiguous();
   }
-  auto pa = p.accessor<double, 2>();
   for (int64_t m = 0; m < o.size(0); ++m) {
     CandidateScores c;
     for (size_t k = 0; k < rd.tasks.size(); ++k) c.tasks[rd.tasks[k].name] = task_value(rd.tasks[k], a[m][static_cast<int64_t>(k)]);
-    if (with_feedback)
-      for (size_t f = 0; f < rd.feedback_names.size(); ++f) c.feedback[rd.feedback_names[f]] = pa[m][static_cast<int64_t>(f)];
+    if (p.defined()) {
+      const double* row = p.data_ptr<double>() + static_cast<size_t>(m) * F;
+      for (size_t f = 0; f < F; ++f) c.feedback[rd.feedback_names[f]] = row[f];
+    }
     list.push_back(std::move(c));
   }
   return list;

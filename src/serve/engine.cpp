@@ -593,7 +593,7 @@ RankReply Engine::rank(const RankQuery& query) {
     torch::Tensor out, probs;
     if (!cands.empty()) {
       std::lock_guard lock(ranking->mu);
-      out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at, &probs).contiguous();
+      out = ranking->r.ranker->score(rd, items, feedback, times, cands, query.at, &probs);
     }
     std::vector<CandidateScores> scored = read_candidate_scores(rd, out, probs);
     for (size_t m = 0; m < scored.size(); ++m)

@@ -384,6 +384,8 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
   return result;
 }
 
+namespace {
+// eval --predictions: the TSV eval_run's comment (runner.h) describes.
 void write_rank_predictions(const fs::path& path, const Dataset& ds, const RankData& rd,
                             const std::vector<RankPrediction>& predictions) {
   std::string out = "user\titem\ttimestamp\thas_history";
@@ -406,6 +408,7 @@ void write_rank_predictions(const fs::path& path, const Dataset& ds, const RankD
   }
   write_file_atomic(path, out);
 }
+}  // namespace
 
 EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
                     const ProgressCallback& progress, const fs::path& target_items, const fs::path& predictions) {

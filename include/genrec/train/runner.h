@@ -35,8 +35,6 @@ namespace genrec {
 
 class Recommender;
 struct Dataset;
-struct RankData;        // rank/rank_data.h
-struct RankPrediction;  // rank/ranker.h
 
 struct TrainRequest {
   std::filesystem::path config_path;        // TOML file; empty for an in-memory config
@@ -63,16 +61,13 @@ TrainResult train_run(const TrainRequest& request, const ProgressCallback& progr
 // them are evaluated, and the protocol says so. Retrieval runs only (InvalidInput for a ranking
 // run, and when no target is among the listed items).
 // `predictions` (optional, ranking runs only): every scored candidate is also written there as
-// TSV (write_rank_predictions), replaced whole only once evaluation has finished.
+// TSV — header "user item timestamp has_history" then per task "TASK TASK_label"; per row raw
+// user and item ids, the timestamp (empty without timestamps), has_history 0/1, each task's
+// score as a user reads it (probability or value) and its label (empty where undefined) —
+// replaced whole only once evaluation has finished.
 EvalResult eval_run(const std::filesystem::path& run_dir, SplitPart part,
                     const std::vector<std::string>& overrides = {}, const ProgressCallback& progress = nullptr,
                     const std::filesystem::path& target_items = {}, const std::filesystem::path& predictions = {});
-// A ranking evaluation's candidates as TSV: a header "user item timestamp has_history" then per
-// task "TASK TASK_label" (rd.tasks order); one row per candidate, raw user and item ids, the
-// timestamp (empty without timestamps), has_history 0/1, each task's score as a user reads it
-// (probability or value) and its label (empty where undefined).
-void write_rank_predictions(const std::filesystem::path& path, const Dataset& ds, const RankData& rd,
-                            const std::vector<RankPrediction>& predictions);
 
 struct RecommendRequest {
   std::optional<std::string> user;                 // raw user id: its whole history
