@@ -23,9 +23,10 @@
 #   SASREC_SEEDS (42; several, e.g. "42 43 44": the IDs are built over all their runs' embeddings,
 #   in sid/beauty-own-42-43-44; measured, not adopted: docs/semantic_ids.md),
 #   STAGE1_EPOCHS / STAGE2_EPOCHS / SASREC_EPOCHS / EVAL_USERS (the recipe's: 16 / 8 / 200 / 5000;
-#   smaller values only to smoke-test the pipeline). About 3 hours of one core per seed on
-#   OpenBLAS's generic kernels; with AVX-512 kernels (core/blas.h) SEEDS="42 43 44" JOBS=3 ran in
-#   under 2 hours on 2 cores.
+#   smaller values only to smoke-test the pipeline). With the configs' model size (6 heads x 64,
+#   d_ff 1024) and the AVX-512 kernels (core/blas.h), one seed took about 100 min (stage 1 65-67,
+#   stage 2 32-42) with two seeds sharing 2 cores; the earlier size (4 heads x 32, d_ff 512) ran
+#   SEEDS="42 43 44" JOBS=3 in under 2 hours on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 G="${GENREC:-$ROOT/build/bin/genrec}"
