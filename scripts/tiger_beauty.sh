@@ -14,7 +14,7 @@
 # extra arguments or SID) use another WORK, since finished runs in WORK are reused as they are.
 #
 #   scripts/tiger_beauty.sh                          # seeds 42 43 44, two at a time, in work/tiger
-#   SEEDS="42" JOBS=1 WORK=/tmp/t scripts/tiger_beauty.sh --set model.d_ff=1024
+#   SEEDS="42" JOBS=1 WORK=/tmp/t scripts/tiger_beauty.sh --set model.max_items=20
 # Extra arguments are passed to both TIGER stages (e.g. a lever to compare). Environment:
 #   SEEDS (default "42 43 44"), JOBS (2), WORK (work/tiger; work/tiger-NAME for another DATASET),
 #   SHARED (../shared/data), DATASET (Beauty; another s3rec set of SHARED/amazon2014_s3rec, e.g.
