@@ -101,6 +101,9 @@ TEST(Baselines, CheckpointRoundTripGivesIdenticalScores) {
   EXPECT_INVALID(load_checkpoint(empty), empty, "cannot read checkpoint");
   EXPECT_INVALID(checkpoint_type(empty), empty, "cannot read checkpoint");
   EXPECT_INVALID(load_ranker_checkpoint(empty), empty, "cannot read checkpoint");
+  // libtorch's message without its C++ backtrace.
+  EXPECT_EQ(genrec::test::invalid_message([&] { load_checkpoint(empty); }).find("Exception raised from"),
+            std::string::npos);
   {
     torch::serialize::OutputArchive untyped;
     write_checkpoint_header(untyped, {{"options", nlohmann::json::object()}}, ds.items);

@@ -699,6 +699,7 @@ TEST(RankRun, InitFromStartsAFreshScheduleFromTheSavedWeights) {
   };
   refused("genrank", {"train.init_from=\"" + (tmp / "nowhere").string() + "\""}, "data", "no such checkpoint");
   refused("genrank", {from, "model.d_model=32"}, "data", "wrong shape");
+  refused("genrank", {from, "model.n_blocks=2"}, "data", "the checkpoint has no parameter ");
   refused("din", {from}, "data", "holds a 'genrank' model");
   refused("genrank", {from, "model.tasks=[\"action:like\"]"}, "data", "predicts tasks");
   refused("genrank", {from}, "other-data", "another item vocabulary");

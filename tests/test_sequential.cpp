@@ -442,7 +442,17 @@ TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
   const std::string from = "train.init_from=\"" + (tmp / "first").string() + "\"";
   refused({"train.init_from=\"" + (tmp / "nowhere").string() + "\""}, tmp / "data", "no such checkpoint");
   refused({from, "model.d_model=32"}, tmp / "data", "wrong shape");
+  refused({from, "model.d_model=32"}, tmp / "data", "16] in the checkpoint");
   refused({from, "model.type=\"hstu\""}, tmp / "data", "holds a 'sasrec' model");
+  // A model with more or fewer blocks than the checkpoint's is refused with the tensors that
+  // differ (a shallower one would otherwise take part of the checkpoint).
+  refused({from, "model.n_blocks=2"}, tmp / "data", "the checkpoint has no parameter ");
+  TrainRequest deep = first;
+  deep.out = tmp / "deep";
+  deep.overrides = {"model.n_blocks=2", "train.epochs=1"};
+  train_run(deep);
+  refused({"train.init_from=\"" + (tmp / "deep").string() + "\""}, tmp / "data",
+          "the config's model has no model/param/");
   refused({from}, tmp / "other_data", "another item vocabulary");
   refused({from}, tmp / "data", "one pass", "[model]\ntype = \"pop\"\n");
 }

@@ -533,7 +533,9 @@ threads = 1
   genrec::test::expect_trained_on_valid(tmp / "refit", 2, train_run(refit).test);
   for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
            {"model.sid=\"" + (tmp / "other_codes.bin").string() + "\"", "semantic IDs differ"},
-           {"model.code_init=\"" + (tmp / "rq.safetensors").string() + "\"", "keep one"}}) {
+           {"model.code_init=\"" + (tmp / "rq.safetensors").string() + "\"", "keep one"},
+           // a deeper decoder than the checkpoint's, named by its first missing tensor
+           {"model.dec_layers=2", "the checkpoint has no parameter dec.1."}}) {
     TrainRequest bad = next;
     bad.out = tmp / "refused";
     bad.overrides.push_back(extra);

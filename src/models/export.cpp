@@ -194,7 +194,7 @@ ExportSummary export_safetensors(const fs::path& run_or_checkpoint, const fs::pa
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw InvalidInput(SourceLocation{file, 0, ""}, std::string("cannot read checkpoint: ") + e.what());
+    throw InvalidInput(SourceLocation{file, 0, ""}, "cannot read checkpoint: " + exception_text(e));
   }
   if (tensors.empty()) throw InvalidInput(SourceLocation{file, 0, ""}, "the checkpoint holds no model tensors");
 

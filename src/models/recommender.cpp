@@ -1,6 +1,9 @@
 #include "genrec/models/recommender.h"
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <set>
 #include <sstream>
 
 #include "genrec/core/error.h"
@@ -167,7 +170,7 @@ CheckpointHeader read_checkpoint_header(const std::filesystem::path& path, torch
   } catch (const InvalidInput&) {
     throw;
   } catch (const std::exception& e) {
-    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, "cannot read checkpoint: " + exception_text(e));
   }
   return out;
 }
@@ -230,13 +233,65 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, torch::seria
   } catch (const InvalidInput&) {
     throw;
   } catch (const std::exception& e) {
-    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read checkpoint: ") + e.what());
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, "cannot read checkpoint: " + exception_text(e));
   }
   return out;
 }
 
+std::string exception_text(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return c10_error->what_without_backtrace();
+  return e.what();
+}
+
+namespace {
+
+// The tensors and values a model writes under "model/" (its parameters, buffers, codes).
+std::set<std::string> model_keys(torch::serialize::InputArchive& archive) {
+  std::set<std::string> out;
+  for (const auto& key : archive.keys())
+    if (key.rfind("model/", 0) == 0) out.insert(key);
+  return out;
+}
+
+// "A, B and 3 more" for the first few names of a set.
+std::string some_names(const std::vector<std::string>& names) {
+  std::string out;
+  const size_t shown = std::min<size_t>(names.size(), 3);
+  for (size_t i = 0; i < shown; ++i) out += (i == 0 ? "" : ", ") + names[i];
+  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
+  return out;
+}
+
+// Empty when the checkpoint holds exactly the tensors under "model/" the config's model writes;
+// else which ones differ, so that a second stage built with other model.* keys (more or fewer
+// layers) is refused instead of loading part of the checkpoint.
+std::string model_key_difference(torch::serialize::InputArchive& checkpoint,
+                                 const std::function<void(torch::serialize::OutputArchive&)>& save_fresh) {
+  std::ostringstream bytes;
+  {
+    torch::serialize::OutputArchive out;
+    save_fresh(out);
+    out.save_to(bytes);
+  }
+  const std::string payload = bytes.str();
+  torch::serialize::InputArchive fresh;
+  fresh.load_from(payload.data(), payload.size());
+  const std::set<std::string> have = model_keys(checkpoint), want = model_keys(fresh);
+  std::vector<std::string> missing, extra;
+  std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(missing));
+  std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(extra));
+  if (missing.empty() && extra.empty()) return "";
+  std::string out = "the config builds another model than the checkpoint's:";
+  if (!missing.empty()) out += " the checkpoint has no " + some_names(missing) + ";";
+  if (!extra.empty()) out += " the config's model has no " + some_names(extra) + ";";
+  return out + " set the model.* keys as in the config.toml of the checkpoint's run";
+}
+
+}  // namespace
+
 void init_from_checkpoint_file(
     const std::filesystem::path& path_in, const std::string& type, const Vocabulary& items,
+    const std::function<void(torch::serialize::OutputArchive& archive)>& save_fresh,
     const std::function<void(torch::serialize::InputArchive& archive, const CheckpointHeader& header)>& load) {
   std::error_code ec;
   const std::filesystem::path path =
@@ -256,20 +311,32 @@ void init_from_checkpoint_file(
     if (!same)
       throw InvalidInput(where, "the checkpoint was trained on another item vocabulary (" + std::to_string(saved.size()) +
                                     " items, the dataset has " + std::to_string(items.size()) + ")");
-    load(archive, header);
+    // load's own checks (tasks, semantic IDs, a missing parameter, a shape) name the difference
+    // best; a checkpoint with tensors the model lacks may load without error, or fail in libtorch.
+    const std::string differs = model_key_difference(archive, save_fresh);
+    try {
+      load(archive, header);
+    } catch (const InvalidInput&) {
+      throw;
+    } catch (const std::exception&) {
+      if (differs.empty()) throw;
+    }
+    if (!differs.empty()) throw InvalidInput(where, differs);
   } catch (const InvalidInput& e) {
     if (std::string(e.what()).find(path.string()) != std::string::npos) throw;
     throw InvalidInput(where, e.what());
   } catch (const std::exception& e) {
-    throw InvalidInput(where, std::string("cannot initialise from checkpoint: ") + e.what());
+    throw InvalidInput(where, "cannot initialise from checkpoint: " + exception_text(e));
   }
 }
 
 void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items) {
-  init_from_checkpoint_file(path, model.type(), items, [&](torch::serialize::InputArchive& archive, const CheckpointHeader&) {
-    model.load(archive);
-    model.reset_training_state();
-  });
+  init_from_checkpoint_file(
+      path, model.type(), items, [&](torch::serialize::OutputArchive& archive) { model.save(archive); },
+      [&](torch::serialize::InputArchive& archive, const CheckpointHeader&) {
+        model.load(archive);
+        model.reset_training_state();
+      });
 }
 
 }  // namespace genrec

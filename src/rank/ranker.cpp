@@ -745,13 +745,14 @@ LoadedRanker load_ranker_checkpoint(const std::filesystem::path& path, torch::se
   } catch (const InvalidInput&) {
     throw;
   } catch (const std::exception& e) {
-    throw InvalidInput(SourceLocation{path.string(), 0, ""}, std::string("cannot read ranker checkpoint: ") + e.what());
+    throw InvalidInput(SourceLocation{path.string(), 0, ""}, "cannot read ranker checkpoint: " + exception_text(e));
   }
   return out;
 }
 
 void init_ranker_from_checkpoint(Ranker& ranker, const std::filesystem::path& path, const Vocabulary& items) {
   init_from_checkpoint_file(path, ranker.options().type, items,
+                            [&](torch::serialize::OutputArchive& archive) { ranker.save(archive); },
                             [&](torch::serialize::InputArchive& archive, const CheckpointHeader& header) {
                               const int64_t n_feedback = header.meta.value("n_feedback", int64_t{-1});
                               if (n_feedback != ranker.n_feedback())

@@ -100,14 +100,16 @@ inline void write_params(torch::serialize::OutputArchive& archive, const torch::
   for (const auto& p : net.named_parameters()) archive.write(prefix + p.key(), p.value());
 }
 
-// Throws InvalidInput when a parameter has the wrong shape.
+// Throws InvalidInput when a parameter is missing or has the wrong shape (naming both shapes).
 inline void read_params(torch::serialize::InputArchive& archive, torch::nn::Module& net,
                         const std::string& prefix = "model/param/") {
   torch::NoGradGuard ng;
   for (auto& p : net.named_parameters()) {
     torch::Tensor t;
-    archive.read(prefix + p.key(), t);
-    if (t.sizes() != p.value().sizes()) throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape");
+    if (!archive.try_read(prefix + p.key(), t)) throw InvalidInput("the checkpoint has no parameter " + p.key() + " (a model with other model.* keys?)");
+    if (t.sizes() != p.value().sizes())
+      throw InvalidInput("checkpoint parameter " + p.key() + " has the wrong shape: " + c10::str(t.sizes()) +
+                         " in the checkpoint, " + c10::str(p.value().sizes()) + " in the model");
     p.value().copy_(t);
   }
 }

@@ -124,11 +124,17 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, torch::seria
 // type, another item vocabulary, other parameter shapes or (tiger) other semantic IDs.
 void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items);
 // The same for any model family (rankers too): opens the checkpoint `path` names, checks that it
-// holds a `type` model trained on `items`, then hands its archive and header to `load` (which
-// copies the weights and drops the training state). Every InvalidInput names the file and
-// train.init_from.
+// holds a `type` model trained on `items` and the same tensors under "model/" as the config's
+// model, which `save_fresh` writes (a model built with other model.* keys, e.g. more or fewer
+// layers, is refused with the names of the tensors that differ), then hands its archive and
+// header to `load` (which copies the weights and drops the training state). Every InvalidInput
+// names the file and train.init_from.
 void init_from_checkpoint_file(
     const std::filesystem::path& path, const std::string& type, const Vocabulary& items,
+    const std::function<void(torch::serialize::OutputArchive& archive)>& save_fresh,
     const std::function<void(torch::serialize::InputArchive& archive, const CheckpointHeader& header)>& load);
+
+// An exception's message for a user-facing error: libtorch's errors without their C++ backtrace.
+std::string exception_text(const std::exception& e);
 
 }  // namespace genrec
