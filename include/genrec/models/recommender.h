@@ -121,7 +121,8 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, torch::seria
 // train.init_from: `path` is a checkpoint file or a run directory (its checkpoints/best.ckpt).
 // Copies that checkpoint's weights into `model`, which starts training afresh from them (new
 // optimizer and schedule). InvalidInput naming the file when the checkpoint is of another model
-// type, another item vocabulary, other parameter shapes or (tiger) other semantic IDs.
+// type, another item vocabulary, other tensors (more or fewer layers), other parameter shapes or
+// (tiger) other semantic IDs.
 void init_from_checkpoint(Recommender& model, const std::filesystem::path& path, const Vocabulary& items);
 // The same for any model family (rankers too): opens the checkpoint `path` names, checks that it
 // holds a `type` model trained on `items` and the same tensors under "model/" as the config's
