@@ -143,6 +143,58 @@ TEST(Tiger, NarrowBeamReturnsValidDistinctItemsScoredExactly) {
   EXPECT_EQ((s[0] > -1e29).sum().item<int64_t>(), 20);
 }
 
+// model.level_weights: the beam scores an item by the weighted sum of its levels' log-probabilities;
+// a beam as wide as the trie equals exhaustive scoring under the same weights, all-ones weights
+// change nothing, and bad weights are refused.
+TEST(Tiger, LevelWeightsScaleEachLevelsTermOfTheBeamScore) {
+  SemanticIds sid = random_sid(30, {4, 3, 3}, 1);
+  const int32_t L = sid.levels;
+  std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {7}, {30, 29, 28, 27, 26, 25, 24}};
+  std::vector<History> hs = histories(items);
+  TigerRecommender model(30, tiny_options(), sid);
+  torch::Tensor plain = model.exhaustive_log_probs(hs);
+  std::vector<BeamResult> plain_beam = model.beam_search(hs, 5);
+  model.set_level_weights(std::vector<double>(static_cast<size_t>(L), 1.0));
+  std::vector<BeamResult> ones_beam = model.beam_search(hs, 5);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    EXPECT_EQ(ones_beam[b].items, plain_beam[b].items);
+    EXPECT_EQ(ones_beam[b].scores, plain_beam[b].scores);
+  }
+  // Level 0 weighted 3, level 1 dropped, the rest halved: the first level's term dominates.
+  std::vector<double> w(static_cast<size_t>(L), 0.5);
+  w[0] = 3.0;
+  w[1] = 0.0;
+  model.set_level_weights(w);
+  EXPECT_EQ(model.options()["level_weights"].get<std::vector<double>>(), w);
+  torch::Tensor weighted = model.exhaustive_log_probs(hs);
+  EXPECT_GT((weighted.narrow(1, 1, 30) - plain.narrow(1, 1, 30)).abs().max().item<float>(), 0.1f);  // it changed
+  std::vector<BeamResult> res = model.beam_search(hs, 40);
+  for (size_t b = 0; b < hs.size(); ++b) {
+    ASSERT_EQ(res[b].items.size(), 30u);
+    for (size_t r = 0; r < res[b].items.size(); ++r) {
+      const int32_t item = res[b].items[r];
+      EXPECT_NEAR(res[b].scores[r], weighted[static_cast<int64_t>(b)][item].item<float>(), 1e-4);
+      if (r > 0) {
+        EXPECT_GE(res[b].scores[r - 1], res[b].scores[r]);
+      }
+    }
+  }
+  // Options round trip, and refusals naming the key.
+  TigerOptions o = tiny_options();
+  o.level_weights = w;
+  o.levels = L;
+  EXPECT_EQ(TigerOptions::from_json(o.to_json()).level_weights, w);
+  EXPECT_TRUE(TigerOptions::from_json(tiny_options().to_json()).level_weights.empty());
+  EXPECT_INVALID(model.set_level_weights(std::vector<double>(static_cast<size_t>(L) + 1, 1.0)), "level_weights");
+  std::vector<double> negative(static_cast<size_t>(L), 1.0);
+  negative[1] = -0.5;
+  EXPECT_INVALID(model.set_level_weights(negative), "level_weights");
+  EXPECT_EQ(model.options()["level_weights"].get<std::vector<double>>(), w);  // kept
+  TigerOptions bad = tiny_options();
+  bad.level_weights = {1.0};
+  expect_refused(bad, sid, "level_weights");
+}
+
 // Batches are padded only to their longest history: a history's scores must not depend on what
 // else is in its batch (longer or shorter rows, more than max_items items, an empty one).
 TEST(Tiger, ScoresDoNotDependOnTheRestOfTheBatch) {

@@ -86,6 +86,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.code_init = cfg.get_string("model.code_init", d.code_init);
     d.beam = cfg.get_int("model.beam", d.beam);
     d.cold_fraction = cfg.get_double("model.cold_fraction", d.cold_fraction);
+    d.level_weights = cfg.get_double_list("model.level_weights", d.level_weights);
     d.epochs = cfg.get_int("train.epochs", d.epochs);
     d.label_smoothing = cfg.get_double("train.label_smoothing", d.label_smoothing);
     d.batch_size = cfg.get_int("train.batch_size", d.batch_size);

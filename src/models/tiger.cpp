@@ -29,7 +29,8 @@ nlohmann::json TigerOptions::to_json() const {
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
-          {"cold_fraction", cold_fraction}, {"history_bias", history_bias}, {"seed", seed}};
+          {"cold_fraction", cold_fraction}, {"history_bias", history_bias}, {"seed", seed},
+          {"level_weights", level_weights}};
 }
 
 TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
@@ -65,6 +66,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.eval_users = j.value("eval_users", o.eval_users);
   o.cold_fraction = j.value("cold_fraction", o.cold_fraction);
   o.history_bias = j.value("history_bias", false);  // checkpoints from before the option
+  o.level_weights = j.value("level_weights", std::vector<double>{});
   o.seed = j.value("seed", o.seed);
   return o;
 }
@@ -86,6 +88,11 @@ void TigerOptions::validate() const {
     bad("encoder_positions", "must be start or recency, got '" + encoder_positions + "'");
   if (beam < 1) bad("beam", "must be >= 1");
   if (!(cold_fraction >= 0.0 && cold_fraction <= 1.0)) bad("cold_fraction", "must be in [0, 1]");
+  if (!level_weights.empty() && static_cast<int64_t>(level_weights.size()) != levels)
+    bad("level_weights", "needs one weight per code level (" + std::to_string(levels) + "), got " +
+                             std::to_string(level_weights.size()));
+  for (double w : level_weights)
+    if (!(w >= 0.0 && std::isfinite(w))) bad("level_weights", "must be finite and >= 0, got " + std::to_string(w));
   if (epochs < 0) bad("epochs", "must be >= 0");
   if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
     throw InvalidInput("tiger: train.label_smoothing must be in [0, 1)");
@@ -427,6 +434,13 @@ void TigerRecommender::set_cold_fraction(double fraction) {
   options_.validate();
 }
 
+void TigerRecommender::set_level_weights(const std::vector<double>& w) {
+  TigerOptions o = options_;  // refused weights leave the model as it was
+  o.level_weights = w;
+  o.validate();
+  options_ = std::move(o);
+}
+
 void TigerRecommender::set_beam(int64_t beam) {
   options_.beam = beam;
   options_.validate();
@@ -517,6 +531,7 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
     torch::Tensor lp = net->level_log_probs(net->dec_norm(x).squeeze(1), l).contiguous();  // [B W, K_l]
     const int64_t K = lp.size(1);
     const float* lpp = lp.data_ptr<float>();
+    const float wl = level_weight(l);
     std::vector<int64_t> rows(static_cast<size_t>(B * W)), nodes(static_cast<size_t>(B * W), -1);
     std::vector<int64_t> tokens(static_cast<size_t>(B * W), net->bos);
     std::vector<float> scores(static_cast<size_t>(B * W), 0.0f);
@@ -527,7 +542,7 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
         const int64_t node = beam_node[static_cast<size_t>(r)];
         if (node < 0) continue;
         for (int32_t c : trie.child_codes(static_cast<int32_t>(node)))
-          cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + lpp[r * K + c], r, c});
+          cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + wl * lpp[r * K + c], r, c});
       }
       auto better = [](const Cand& a, const Cand& c) {
         if (a.score != c.score) return a.score > c.score;
@@ -604,7 +619,8 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
     torch::Tensor h = st.decode(in, enc[b].unsqueeze(0), keep[b].unsqueeze(0));  // [N, L, D]
     torch::Tensor total = torch::zeros({N});
     for (int64_t l = 0; l < L; ++l)
-      total += net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
+      total += level_weight(l) *
+               net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
     out[b].narrow(0, 1, N).copy_(total);
   }
   if (was_training) net->train();

@@ -465,6 +465,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     tiger->set_beam(cfg.get_int("model.beam", saved.value("beam", int64_t{20})));
     tiger->set_cold_items(train_item_counts(ds, split));
     tiger->set_cold_fraction(cfg.get_double("model.cold_fraction", saved.value("cold_fraction", 0.0)));
+    tiger->set_level_weights(cfg.get_double_list("model.level_weights", saved.value("level_weights", std::vector<double>{})));
     // model.history_bias: a run trained without it (or with it) can be evaluated the other way;
     // switched on, b is estimated from this run's training transitions.
     const bool trained_bias = saved.value("history_bias", false);

@@ -71,6 +71,11 @@ struct TigerOptions {
   // Cold start (TIGER's epsilon): the share of the beam's places open to items without training
   // events (set_cold_items), scored by their prefix; 0 = off. An inference option.
   double cold_fraction = 0.0;
+  // Level weights of the beam score: sum over levels of w_l log p(code_l | codes before); empty =
+  // all 1 (the joint log-probability). An inference option (genrec eval --set; measured on
+  // Beauty in docs/semantic_ids.md: no gain over all 1). The history bias is fitted on the
+  // unweighted probabilities.
+  std::vector<double> level_weights;
   // training
   int64_t epochs = 100;
   // Label smoothing of each level's cross-entropy: the target distribution puts 1 - eps on the
@@ -135,6 +140,8 @@ class TigerRecommender : public Recommender {
   void set_cold_items(const std::vector<double>& train_counts);
   void set_cold_fraction(double fraction);  // throws InvalidInput outside [0, 1]
   void set_beam(int64_t beam);              // the inference beam width; throws InvalidInput below 1
+  void set_level_weights(const std::vector<double>& w);  // empty = all 1; throws InvalidInput unless
+                                                         // one finite weight >= 0 per level
   // The warm start of model.code_init (fit() applies it before the first step of a fresh run).
   // Throws InvalidInput when the quantiser's levels or codebook sizes do not match the codes'.
   void init_code_embeddings(const ResidualQuantizer& rq);
@@ -156,11 +163,15 @@ class TigerRecommender : public Recommender {
   // the places open to cold items (-1 = cold_fraction of beam; used only with cold items set).
   std::vector<BeamResult> beam_search(const std::vector<History>& batch, int64_t beam, int64_t cold_slots = -1);
   // Reference for tests: the log-probability of every item's full code sequence (teacher
-  // forcing over all items at once), [B, n_items + 1] (column 0 = -inf).
+  // forcing over all items at once; each level's term times its model.level_weights weight, as
+  // in the beam), [B, n_items + 1] (column 0 = -inf).
   torch::Tensor exhaustive_log_probs(const std::vector<History>& batch);
   const SemanticIds& codes() const;
 
  private:
+  float level_weight(int64_t level) const {
+    return options_.level_weights.empty() ? 1.0f : static_cast<float>(options_.level_weights[static_cast<size_t>(level)]);
+  }
   struct State;
   int32_t n_items_;
   TigerOptions options_;
