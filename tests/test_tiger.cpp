@@ -160,7 +160,7 @@ TEST(Tiger, LevelWeightsScaleEachLevelsTermOfTheBeamScore) {
     EXPECT_EQ(ones_beam[b].items, plain_beam[b].items);
     EXPECT_EQ(ones_beam[b].scores, plain_beam[b].scores);
   }
-  // Level 0 weighted 3, level 1 dropped, the rest halved: the first level's term dominates.
+  // Level 0 weighted 3, level 1 dropped, the rest halved.
   std::vector<double> w(static_cast<size_t>(L), 0.5);
   w[0] = 3.0;
   w[1] = 0.0;
