@@ -668,5 +668,9 @@ TEST(Tiger, ColdFractionOpensPlacesToItemsWithoutTrainingEvents) {
     EXPECT_EQ(n_cold, 5) << "user " << b;
   }
   EXPECT_THROW(model.set_cold_fraction(1.5), InvalidInput);
+  EXPECT_DOUBLE_EQ(model.options()["cold_fraction"].get<double>(), 0.25);  // a refused value is not kept
+  const int64_t beam = model.options()["beam"].get<int64_t>();
+  EXPECT_THROW(model.set_beam(0), InvalidInput);
+  EXPECT_EQ(model.options()["beam"].get<int64_t>(), beam);
   EXPECT_THROW(model.set_cold_items(std::vector<double>(7, 0.0)), InvalidInput);
 }

@@ -429,21 +429,26 @@ void TigerRecommender::set_cold_items(const std::vector<double>& train_counts) {
   for (size_t i = 1; i < train_counts.size(); ++i) state_->cold[i] = train_counts[i] <= 0.0 ? 1 : 0;
 }
 
+// The setters validate a copy, so a refused value leaves the model as it was.
 void TigerRecommender::set_cold_fraction(double fraction) {
-  options_.cold_fraction = fraction;
-  options_.validate();
+  TigerOptions o = options_;
+  o.cold_fraction = fraction;
+  o.validate();
+  options_ = std::move(o);
 }
 
 void TigerRecommender::set_level_weights(const std::vector<double>& w) {
-  TigerOptions o = options_;  // refused weights leave the model as it was
+  TigerOptions o = options_;
   o.level_weights = w;
   o.validate();
   options_ = std::move(o);
 }
 
 void TigerRecommender::set_beam(int64_t beam) {
-  options_.beam = beam;
-  options_.validate();
+  TigerOptions o = options_;
+  o.beam = beam;
+  o.validate();
+  options_ = std::move(o);
 }
 
 torch::Tensor TigerRecommender::code_embeddings(int64_t level) const {
