@@ -42,6 +42,23 @@ TEST(Config, UnknownKeysAndWrongTypesAreErrors) {
   EXPECT_THROW(typed.get_int("train.seed", 1), InvalidInput);
 }
 
+// A wrong value given with --set is reported as that --set, not as a line of the file it overrides.
+TEST(Config, WrongTypeFromAnOverrideNamesTheOverride) {
+  Config cfg = Config::parse("[model]\nbeam = 20\nweights = [1, 2]\n", "runs/r/config.toml");
+  cfg.set_override("model.beam=wide");
+  cfg.set_override("model.weights=[1,x]");
+  EXPECT_INVALID(cfg.get_int("model.beam", 1), "--set model.beam=wide", "runs/r/config.toml", "an integer");
+  EXPECT_INVALID(cfg.get_double_list("model.weights", {}), "--set model.weights=[1,x]", "an array of numbers");
+  Config file_only = Config::parse("[model]\nbeam = \"wide\"\n", "runs/r/config.toml");
+  const std::string msg = test::invalid_message([&] { file_only.get_int("model.beam", 1); });
+  EXPECT_NE(msg.find("runs/r/config.toml: key 'model.beam'"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--set"), std::string::npos) << msg;
+  Config unknown = Config::parse("[model]\ntype = \"pop\"\n", "t.toml");
+  unknown.set_override("model.beem=3");
+  unknown.get_string("model.type", "");
+  EXPECT_INVALID(unknown.check_unused(), "model.beem (from --set)");
+}
+
 TEST(Config, ParseErrorNamesFileAndLine) {
   EXPECT_INVALID(Config::parse("[model]\ntype = = 1\n", "bad.toml"), "bad.toml:2");
   EXPECT_THROW(Config::load("/nonexistent/config.toml"), InvalidInput);

@@ -1,5 +1,6 @@
 #include "genrec/core/config.h"
 
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -15,6 +16,13 @@ struct Config::Impl {
   toml::table resolved;  // table + defaults supplied by getters
   std::set<std::string> used;
   std::string source;
+  std::map<std::string, std::string> overrides;  // key -> the "key=value" that set it last
+
+  // Where a key's value came from, for errors: the --set that gave it, else the file.
+  std::string where(const std::string& key) const {
+    auto it = overrides.find(key);
+    return it == overrides.end() ? source : "--set " + it->second + " (over " + source + ")";
+  }
 };
 
 namespace {
@@ -76,8 +84,8 @@ void collect_leaves(const toml::table& table, const std::string& prefix, std::ve
   }
 }
 
-std::string type_error(const Config& cfg, const std::string& key, const char* expected) {
-  return cfg.source() + ": key '" + key + "': expected " + expected;
+std::string type_error(const std::string& where, const std::string& key, const char* expected) {
+  return where + ": key '" + key + "': expected " + expected;
 }
 
 }  // namespace
@@ -127,6 +135,7 @@ void Config::set_override(const std::string& assignment) {
   };
   apply(impl_->table);
   apply(impl_->resolved);
+  impl_->overrides[key] = assignment;
 }
 
 bool Config::has(const std::string& key) const { return find_node(impl_->table, key) != nullptr; }
@@ -139,7 +148,7 @@ std::string Config::get_string(const std::string& key, const std::string& fallba
     return fallback;
   }
   if (auto v = n->value<std::string>()) return *v;
-  throw InvalidInput(type_error(*this, key, "a string"));
+  throw InvalidInput(type_error(impl_->where(key), key, "a string"));
 }
 
 std::string Config::require_string(const std::string& key) {
@@ -147,7 +156,7 @@ std::string Config::require_string(const std::string& key) {
   const toml::node* n = find_node(impl_->table, key);
   if (!n) throw InvalidInput(impl_->source + ": missing required key '" + key + "'");
   if (auto v = n->value<std::string>()) return *v;
-  throw InvalidInput(type_error(*this, key, "a string"));
+  throw InvalidInput(type_error(impl_->where(key), key, "a string"));
 }
 
 int64_t Config::get_int(const std::string& key, int64_t fallback) {
@@ -158,7 +167,7 @@ int64_t Config::get_int(const std::string& key, int64_t fallback) {
     return fallback;
   }
   if (n->is_integer()) return *n->value<int64_t>();
-  throw InvalidInput(type_error(*this, key, "an integer"));
+  throw InvalidInput(type_error(impl_->where(key), key, "an integer"));
 }
 
 double Config::get_double(const std::string& key, double fallback) {
@@ -170,7 +179,7 @@ double Config::get_double(const std::string& key, double fallback) {
   }
   if (n->is_floating_point()) return *n->value<double>();
   if (n->is_integer()) return static_cast<double>(*n->value<int64_t>());
-  throw InvalidInput(type_error(*this, key, "a number"));
+  throw InvalidInput(type_error(impl_->where(key), key, "a number"));
 }
 
 bool Config::get_bool(const std::string& key, bool fallback) {
@@ -181,13 +190,13 @@ bool Config::get_bool(const std::string& key, bool fallback) {
     return fallback;
   }
   if (n->is_boolean()) return *n->value<bool>();
-  throw InvalidInput(type_error(*this, key, "true or false"));
+  throw InvalidInput(type_error(impl_->where(key), key, "true or false"));
 }
 
 // Shared by the list getters: records the key, resolves the fallback, and converts each element
 // with `take` (which returns false for an element of the wrong type).
 template <typename T, typename Take>
-std::vector<T> get_list(Config& cfg, toml::table& table, toml::table& resolved, const std::string& source,
+std::vector<T> get_list(const std::string& where, toml::table& table, toml::table& resolved, const std::string& source,
                         const std::string& key, const std::vector<T>& fallback, const char* what, Take take) {
   const toml::node* n = find_node(table, key);
   if (!n) {
@@ -197,11 +206,11 @@ std::vector<T> get_list(Config& cfg, toml::table& table, toml::table& resolved, 
     return fallback;
   }
   const toml::array* arr = n->as_array();
-  if (!arr) throw InvalidInput(type_error(cfg, key, what));
+  if (!arr) throw InvalidInput(type_error(where, key, what));
   std::vector<T> out;
   for (const auto& el : *arr) {
     T v{};
-    if (!take(el, v)) throw InvalidInput(type_error(cfg, key, what));
+    if (!take(el, v)) throw InvalidInput(type_error(where, key, what));
     out.push_back(std::move(v));
   }
   return out;
@@ -209,7 +218,8 @@ std::vector<T> get_list(Config& cfg, toml::table& table, toml::table& resolved, 
 
 std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vector<int64_t>& fallback) {
   impl_->used.insert(key);
-  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of integers",
+  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+                  "an array of integers",
                   [](const toml::node& el, int64_t& v) {
                     if (!el.is_integer()) return false;
                     v = *el.value<int64_t>();
@@ -219,7 +229,8 @@ std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vec
 
 std::vector<double> Config::get_double_list(const std::string& key, const std::vector<double>& fallback) {
   impl_->used.insert(key);
-  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of numbers",
+  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+                  "an array of numbers",
                   [](const toml::node& el, double& v) {
                     if (el.is_integer()) v = static_cast<double>(*el.value<int64_t>());
                     else if (el.is_floating_point()) v = *el.value<double>();
@@ -230,7 +241,8 @@ std::vector<double> Config::get_double_list(const std::string& key, const std::v
 
 std::vector<std::string> Config::get_string_list(const std::string& key, const std::vector<std::string>& fallback) {
   impl_->used.insert(key);
-  return get_list(*this, impl_->table, impl_->resolved, impl_->source, key, fallback, "an array of strings",
+  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+                  "an array of strings",
                   [](const toml::node& el, std::string& v) {
                     if (!el.is_string()) return false;
                     v = *el.value<std::string>();
@@ -246,6 +258,7 @@ void Config::check_unused() const {
     if (impl_->used.count(k)) continue;
     if (!unknown.empty()) unknown += ", ";
     unknown += k;
+    if (impl_->overrides.count(k)) unknown += " (from --set)";
   }
   if (!unknown.empty()) throw InvalidInput(impl_->source + ": unknown config key(s): " + unknown);
 }
