@@ -76,6 +76,13 @@ TEST(Cli, GenerateTrainEvalRecommend) {
   ASSERT_EQ(e.exit_code, 0) << e.err;
   nlohmann::json ev = json_of(e);
   EXPECT_EQ(ev["metrics"], metrics["metrics"]);  // the saved checkpoint reproduces the metrics exactly
+  auto e_last = run_cli("-q eval --run " + q(tmp / "run") + " --split test --checkpoint last");
+  ASSERT_EQ(e_last.exit_code, 0) << e_last.err;
+  EXPECT_EQ(json_of(e_last)["checkpoint"], "last");
+  EXPECT_FALSE(ev.contains("checkpoint"));
+  auto e_none = run_cli("-q eval --run " + q(tmp / "run") + " --checkpoint " + q(tmp / "none.ckpt"));
+  EXPECT_EQ(e_none.exit_code, 2);
+  EXPECT_NE(e_none.err.find("none.ckpt"), std::string::npos) << e_none.err;
   auto ev_valid = run_cli("-q eval --run " + q(tmp / "run") + " --split valid");
   EXPECT_EQ(json_of(ev_valid)["split"], "valid");
 

@@ -457,6 +457,47 @@ TEST(Sequential, InitFromStartsANewScheduleFromTheSavedWeights) {
   refused({from}, tmp / "data", "one pass", "[model]\ntype = \"pop\"\n");
 }
 
+// eval --checkpoint: best (the default), last, or a file; each names what it reads when it cannot.
+TEST(Sequential, EvalReadsTheBestTheLastOrAGivenCheckpoint) {
+  namespace fs = std::filesystem;
+  TempDir tmp;
+  GeneratorOptions g = small_generator();
+  save_dataset(generate_dataset(g), tmp / "data");
+  g.n_items = 60;
+  save_dataset(generate_dataset(g), tmp / "other_data");
+  TrainRequest first;
+  first.config_text = small_sasrec_config(2);
+  first.data = tmp / "data";
+  first.out = tmp / "first";
+  TrainResult a = train_run(first);
+  TrainRequest scratch = first;  // random weights: other metrics than `first`
+  scratch.out = tmp / "scratch";
+  scratch.overrides = {"train.epochs=1", "train.lr=1e-20"};
+  TrainResult b = train_run(scratch);
+  ASSERT_NE(a.test.metrics, b.test.metrics);
+
+  EXPECT_EQ(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, "best").metrics, a.test.metrics);
+  const fs::path other_ckpt = scratch.out / "checkpoints" / "best.ckpt";
+  EXPECT_EQ(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, other_ckpt).metrics, b.test.metrics);
+  // "last" reads checkpoints/last.ckpt: replaced by the scratch weights, it gives their metrics.
+  fs::copy_file(other_ckpt, first.out / "checkpoints" / "last.ckpt", fs::copy_options::overwrite_existing);
+  EXPECT_EQ(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics, b.test.metrics);
+  EXPECT_EQ(eval_run(first.out, SplitPart::Test).metrics, a.test.metrics);  // the default is still best
+
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, tmp / "nowhere.ckpt"),
+                 (tmp / "nowhere.ckpt").string(), "no such checkpoint file");
+  fs::remove(first.out / "checkpoints" / "last.ckpt");
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, "last"), "last.ckpt",
+                 "no such checkpoint file", "finished run directory");
+  TrainRequest other = first;  // a checkpoint over another item vocabulary
+  other.data = tmp / "other_data";
+  other.out = tmp / "other";
+  other.overrides = {"train.epochs=1"};
+  train_run(other);
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, other.out / "checkpoints" / "best.ckpt"),
+                 (other.out / "checkpoints" / "best.ckpt").string(), "checkpoint has");
+}
+
 // data.train_on_valid (the fit before serving): the validation events are trained on, nothing is
 // validated, and early stopping cannot end the run (patience 1 would stop a validated one that
 // fails to improve); the last epoch's weights are kept. It changes what is trained on. The same

@@ -329,7 +329,7 @@ int main(int argc, char** argv) {
 
   std::string eval_run_dir, eval_split = "test";
   std::vector<std::string> eval_overrides;
-  auto* eval = app.add_subcommand("eval", "Evaluate a run's best checkpoint; JSON on stdout (the metrics.json shape)");
+  auto* eval = app.add_subcommand("eval", "Evaluate a run's best (or another) checkpoint; JSON on stdout (the metrics.json shape)");
   eval->add_option("--run", eval_run_dir, "Run directory")->required();
   eval->add_option("--split", eval_split, "valid or test")->check(CLI::IsMember({"valid", "test"}))->capture_default_str();
   eval->add_option("--set", eval_overrides, "Override an eval key, e.g. eval.exclude_seen=true, a TIGER run's model.beam / model.cold_fraction / model.history_bias=true|false / model.level_weights=[w,...], or a ranking run's eval.history=cut|streaming (repeatable)");
@@ -341,6 +341,10 @@ int main(int argc, char** argv) {
   eval->add_option("--predictions", eval_predictions,
                    "Also write every scored candidate to this TSV file: user, item, timestamp, has_history, then "
                    "per task its score and label; ranking runs only");
+  std::string eval_checkpoint;
+  eval->add_option("--checkpoint", eval_checkpoint,
+                   "best (default), last (the weights after the run's last finished epoch), or a checkpoint file of "
+                   "this run's model and items; named in the output when given");
 
   std::string rec_run, rec_user, rec_history;
   RecommendRequest rec_req;
@@ -547,8 +551,11 @@ int main(int argc, char** argv) {
       j["valid"] = r.valid.metrics;
       print_json(j);
     } else if (*eval) {
-      print_json(eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress, eval_target_items,
-                          eval_predictions).to_json());
+      nlohmann::json j = eval_run(eval_run_dir, parse_split_part(eval_split), eval_overrides, progress,
+                                  eval_target_items, eval_predictions, eval_checkpoint)
+                             .to_json();
+      if (!eval_checkpoint.empty()) j["checkpoint"] = eval_checkpoint;
+      print_json(j);
     } else if (*recommend) {
       if (opt_user->count() > 0) rec_req.user = rec_user;
       if (opt_hist->count() > 0) rec_req.history = split_commas(rec_history);

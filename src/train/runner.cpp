@@ -411,7 +411,8 @@ void write_rank_predictions(const fs::path& path, const Dataset& ds, const RankD
 }  // namespace
 
 EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
-                    const ProgressCallback& progress, const fs::path& target_items, const fs::path& predictions) {
+                    const ProgressCallback& progress, const fs::path& target_items, const fs::path& predictions,
+                    const fs::path& checkpoint) {
   if (!predictions.empty()) {  // before any work: a bad path would otherwise surface after evaluating
     const fs::path dir = predictions.parent_path().empty() ? fs::path(".") : predictions.parent_path();
     if (!fs::is_directory(dir))
@@ -430,7 +431,14 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   } catch (...) {
     rethrow_with_stage("loading dataset of run " + run_dir.string());
   }
-  const fs::path best = run_dir / "checkpoints" / "best.ckpt";
+  const fs::path best = checkpoint.empty() || checkpoint == "best" ? run_dir / "checkpoints" / "best.ckpt"
+                        : checkpoint == "last"                      ? run_dir / "checkpoints" / "last.ckpt"
+                                                                    : checkpoint;
+  if (!fs::is_regular_file(best))
+    throw InvalidInput("eval: " + best.string() + ": no such checkpoint file" +
+                       (checkpoint.empty() || checkpoint == "best" || checkpoint == "last"
+                            ? " (is " + run_dir.string() + " a finished run directory?)"
+                            : ""));
   // The run's config names the model family (as for train_run), so the checkpoint is read once;
   // a checkpoint of the other family is refused by its loader, naming the file.
   if (is_ranking_run(cfg)) {
@@ -439,7 +447,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
                          " is a ranking run (its temporal requests have many candidates, not one target)");
     LoadedRanker r = load_ranker_checkpoint(best);
     if (r.items.size() != ds.n_items())
-      throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(r.items.size()) +
+      throw InvalidInput(best.string() + ": checkpoint has " + std::to_string(r.items.size()) +
                          " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
     // The protocol is overridable here: --set eval.history=cut|streaming.
     r.ranker->set_eval_history(cfg.get_string("eval.history", r.ranker->options().eval_history));
@@ -455,7 +463,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
                        " is a retrieval run (its metrics come from full rankings, not per-candidate scores)");
   LoadedCheckpoint ckpt = load_checkpoint(best);
   if (ckpt.items.size() != ds.n_items())
-    throw InvalidInput(run_dir.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
+    throw InvalidInput(best.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
                        " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
   Split split = make_split(ds, s.split);
   if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {

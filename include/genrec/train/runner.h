@@ -65,9 +65,13 @@ TrainResult train_run(const TrainRequest& request, const ProgressCallback& progr
 // user and item ids, the timestamp (empty without timestamps), has_history 0/1, each task's
 // score as a user reads it (probability or value) and its label (empty where undefined) —
 // replaced whole only once evaluation has finished.
+// `checkpoint` (optional): "best" (the default when empty), "last" (the run's last.ckpt: the
+// weights after its last finished epoch) or the path of a checkpoint file of this run's model
+// family and items; InvalidInput naming the file when it is missing or does not fit the run.
 EvalResult eval_run(const std::filesystem::path& run_dir, SplitPart part,
                     const std::vector<std::string>& overrides = {}, const ProgressCallback& progress = nullptr,
-                    const std::filesystem::path& target_items = {}, const std::filesystem::path& predictions = {});
+                    const std::filesystem::path& target_items = {}, const std::filesystem::path& predictions = {},
+                    const std::filesystem::path& checkpoint = {});
 
 struct RecommendRequest {
   std::optional<std::string> user;                 // raw user id: its whole history
