@@ -498,6 +498,45 @@ TEST(Sequential, EvalReadsTheBestTheLastOrAGivenCheckpoint) {
                  (other.out / "checkpoints" / "best.ckpt").string(), "checkpoint has");
 }
 
+// train.keep_checkpoints: one checkpoint per validation besides best and last, for both model
+// families; the best epoch's file holds the best weights and the last one's the last weights.
+TEST(Sequential, KeepCheckpointsWritesOnePerValidation) {
+  namespace fs = std::filesystem;
+  TempDir tmp;
+  save_dataset(generate_dataset(small_generator()), tmp / "data");
+  TrainRequest req;
+  req.config_text = small_sasrec_config(3) + "eval_every = 1\n";
+  req.data = tmp / "data";
+  req.out = tmp / "kept";
+  req.overrides = {"train.keep_checkpoints=true"};
+  TrainResult r = train_run(req);
+  const fs::path ck = req.out / "checkpoints";
+  for (int e = 1; e <= 3; ++e) EXPECT_TRUE(fs::is_regular_file(ck / ("epoch-" + std::to_string(e) + ".ckpt"))) << e;
+  const int64_t best = nlohmann::json::parse(genrec::test::read_text(req.out / "metrics.json")).at("best_epoch");
+  const fs::path best_file = ck / ("epoch-" + std::to_string(best) + ".ckpt");
+  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, best_file).metrics, r.test.metrics);
+  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, ck / "epoch-3.ckpt").metrics,
+            eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics);
+  TrainRequest plain = req;  // off by default
+  plain.out = tmp / "plain";
+  plain.overrides.clear();
+  train_run(plain);
+  EXPECT_FALSE(fs::exists(plain.out / "checkpoints" / "epoch-1.ckpt"));
+  TrainRequest din = req;
+  din.out = tmp / "din";
+  din.config_text = "[model]\ntype = \"din\"\nd_model = 8\nmax_len = 20\n[data]\nsplit = \"temporal\"\n[train]\n"
+                    "epochs = 2\neval_every = 1\n";
+  TrainResult d = train_run(din);
+  EXPECT_TRUE(fs::is_regular_file(din.out / "checkpoints" / "epoch-1.ckpt"));
+  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, din.out / "checkpoints" / "epoch-2.ckpt").metrics,
+            eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics);
+  const int64_t din_best = nlohmann::json::parse(genrec::test::read_text(din.out / "metrics.json")).at("best_epoch");
+  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {},
+                     din.out / "checkpoints" / ("epoch-" + std::to_string(din_best) + ".ckpt"))
+                .metrics,
+            d.test.metrics);
+}
+
 // data.train_on_valid (the fit before serving): the validation events are trained on, nothing is
 // validated, and early stopping cannot end the run (patience 1 would stop a validated one that
 // fails to improve); the last epoch's weights are kept. It changes what is trained on. The same

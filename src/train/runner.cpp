@@ -50,8 +50,14 @@ struct RunSettings {
   int64_t seed = 42;
   int64_t threads = 0;
   fs::path init_from;  // train.init_from: a run directory or checkpoint whose weights start training
+  bool keep_checkpoints = false;  // train.keep_checkpoints: also checkpoints/epoch-N.ckpt at every validation
   ItemIndexOptions index;
 };
+
+// checkpoints/epoch-N.ckpt, kept with train.keep_checkpoints.
+fs::path epoch_checkpoint_path(const fs::path& run_dir, const nlohmann::json& log_line) {
+  return run_dir / "checkpoints" / ("epoch-" + std::to_string(log_line.value("epoch", int64_t{0})) + ".ckpt");
+}
 
 // The [index] table. index.nlist is read only when present (its default depends on the
 // catalogue size).
@@ -84,6 +90,7 @@ RunSettings read_settings(Config& cfg) {
   s.seed = cfg.get_int("train.seed", 42);
   s.threads = cfg.get_int("train.threads", 0);
   s.init_from = cfg.get_string("train.init_from", "");
+  s.keep_checkpoints = cfg.get_bool("train.keep_checkpoints", false);
   s.index = read_index_options(cfg);
   return s;
 }
@@ -244,6 +251,7 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
     append_line(log_path, line.dump());
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
     if (is_best) save_ranker_checkpoint(best_path, *ranker, ds.items, rd, meta);
+    if (s.keep_checkpoints) save_ranker_checkpoint(epoch_checkpoint_path(req.out, line), *ranker, ds.items, rd, meta);
     save_ranker_checkpoint(last_path, *ranker, ds.items, rd, meta);
   };
   ranker->fit(ctx);
@@ -345,6 +353,7 @@ TrainResult train_run(const TrainRequest& req, const ProgressCallback& progress)
     append_line(log_path, line.dump());
     nlohmann::json meta = {{"dataset", s.data_path.string()}, {"epoch", line.value("epoch", int64_t{0})}};
     if (is_best) save_checkpoint(best_path, m, ds.items, meta);
+    if (s.keep_checkpoints) save_checkpoint(epoch_checkpoint_path(req.out, line), m, ds.items, meta);
     save_checkpoint(last_path, m, ds.items, meta);
   };
   model->fit(ctx);
