@@ -429,26 +429,27 @@ void TigerRecommender::set_cold_items(const std::vector<double>& train_counts) {
   for (size_t i = 1; i < train_counts.size(); ++i) state_->cold[i] = train_counts[i] <= 0.0 ? 1 : 0;
 }
 
-// The setters validate a copy, so a refused value leaves the model as it was.
-void TigerRecommender::set_cold_fraction(double fraction) {
-  TigerOptions o = options_;
-  o.cold_fraction = fraction;
+namespace {
+// The inference setters change a validated copy, so a refused value leaves the model as it was.
+template <typename Change>
+void set_validated(TigerOptions& options, Change change) {
+  TigerOptions o = options;
+  change(o);
   o.validate();
-  options_ = std::move(o);
+  options = std::move(o);
+}
+}  // namespace
+
+void TigerRecommender::set_cold_fraction(double fraction) {
+  set_validated(options_, [&](TigerOptions& o) { o.cold_fraction = fraction; });
 }
 
 void TigerRecommender::set_level_weights(const std::vector<double>& w) {
-  TigerOptions o = options_;
-  o.level_weights = w;
-  o.validate();
-  options_ = std::move(o);
+  set_validated(options_, [&](TigerOptions& o) { o.level_weights = w; });
 }
 
 void TigerRecommender::set_beam(int64_t beam) {
-  TigerOptions o = options_;
-  o.beam = beam;
-  o.validate();
-  options_ = std::move(o);
+  set_validated(options_, [&](TigerOptions& o) { o.beam = beam; });
 }
 
 torch::Tensor TigerRecommender::code_embeddings(int64_t level) const {
