@@ -368,6 +368,20 @@ std::string small_sasrec_config(int epochs, const std::string& model_extra = "")
          "[train]\nepochs = " + std::to_string(epochs) + "\nbatch_size = 16\nthreads = 1\nseed = 7\n";
 }
 
+// A small din or genrank on the temporal split, validated every epoch.
+std::string small_ranker_config(const std::string& type, int epochs, const std::string& train_extra = "") {
+  return "[model]\ntype = \"" + type + "\"\nd_model = 8\nmax_len = 20\n[data]\nsplit = \"temporal\"\n[train]\nepochs = " +
+         std::to_string(epochs) + "\neval_every = 1\n" + train_extra;
+}
+
+// A run's checkpoints/epoch-N.ckpt (train.keep_checkpoints), and the best epoch its metrics.json names.
+std::filesystem::path epoch_checkpoint(const std::filesystem::path& run, int64_t epoch) {
+  return run / "checkpoints" / ("epoch-" + std::to_string(epoch) + ".ckpt");
+}
+int64_t best_epoch_of(const std::filesystem::path& run) {
+  return nlohmann::json::parse(genrec::test::read_text(run / "metrics.json")).at("best_epoch");
+}
+
 }  // namespace
 
 TEST(Sequential, ResumeGivesTheSameResultAsAnUninterruptedRun) {
@@ -510,30 +524,24 @@ TEST(Sequential, KeepCheckpointsWritesOnePerValidation) {
   req.out = tmp / "kept";
   req.overrides = {"train.keep_checkpoints=true"};
   TrainResult r = train_run(req);
-  const fs::path ck = req.out / "checkpoints";
-  for (int e = 1; e <= 3; ++e) EXPECT_TRUE(fs::is_regular_file(ck / ("epoch-" + std::to_string(e) + ".ckpt"))) << e;
-  const int64_t best = nlohmann::json::parse(genrec::test::read_text(req.out / "metrics.json")).at("best_epoch");
-  const fs::path best_file = ck / ("epoch-" + std::to_string(best) + ".ckpt");
-  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, best_file).metrics, r.test.metrics);
-  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, ck / "epoch-3.ckpt").metrics,
+  for (int e = 1; e <= 3; ++e) EXPECT_TRUE(fs::is_regular_file(epoch_checkpoint(req.out, e))) << e;
+  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, epoch_checkpoint(req.out, best_epoch_of(req.out))).metrics,
+            r.test.metrics);
+  EXPECT_EQ(eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, epoch_checkpoint(req.out, 3)).metrics,
             eval_run(req.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics);
   TrainRequest plain = req;  // off by default
   plain.out = tmp / "plain";
   plain.overrides.clear();
   train_run(plain);
-  EXPECT_FALSE(fs::exists(plain.out / "checkpoints" / "epoch-1.ckpt"));
+  EXPECT_FALSE(fs::exists(epoch_checkpoint(plain.out, 1)));
   TrainRequest din = req;
   din.out = tmp / "din";
-  din.config_text = "[model]\ntype = \"din\"\nd_model = 8\nmax_len = 20\n[data]\nsplit = \"temporal\"\n[train]\n"
-                    "epochs = 2\neval_every = 1\n";
+  din.config_text = small_ranker_config("din", 2);
   TrainResult d = train_run(din);
-  EXPECT_TRUE(fs::is_regular_file(din.out / "checkpoints" / "epoch-1.ckpt"));
-  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, din.out / "checkpoints" / "epoch-2.ckpt").metrics,
+  EXPECT_TRUE(fs::is_regular_file(epoch_checkpoint(din.out, 1)));
+  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, epoch_checkpoint(din.out, 2)).metrics,
             eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics);
-  const int64_t din_best = nlohmann::json::parse(genrec::test::read_text(din.out / "metrics.json")).at("best_epoch");
-  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {},
-                     din.out / "checkpoints" / ("epoch-" + std::to_string(din_best) + ".ckpt"))
-                .metrics,
+  EXPECT_EQ(eval_run(din.out, SplitPart::Test, {}, nullptr, {}, {}, epoch_checkpoint(din.out, best_epoch_of(din.out))).metrics,
             d.test.metrics);
 }
 
@@ -568,9 +576,7 @@ TEST(Sequential, TrainOnValidKeepsTheLastEpoch) {
   for (const std::string type : {"din", "genrank"}) {
     TrainRequest ranker = req;
     ranker.out = tmp / ("ranker-" + type);
-    ranker.config_text = "[model]\ntype = \"" + type +
-                         "\"\nd_model = 8\nmax_len = 20\n[data]\nsplit = \"temporal\"\n[train]\nepochs = 3\n"
-                         "eval_every = 1\npatience = 1\n";
+    ranker.config_text = small_ranker_config(type, 3, "patience = 1\n");
     TrainResult rr = train_run(ranker);
     genrec::test::expect_trained_on_valid(ranker.out, 3, rr.test);
     TrainRequest plain_ranker = ranker;

@@ -194,9 +194,10 @@ bool Config::get_bool(const std::string& key, bool fallback) {
 }
 
 // Shared by the list getters: records the key, resolves the fallback, and converts each element
-// with `take` (which returns false for an element of the wrong type).
-template <typename T, typename Take>
-std::vector<T> get_list(const std::string& where, toml::table& table, toml::table& resolved, const std::string& source,
+// with `take` (which returns false for an element of the wrong type); `where()` names the
+// value's origin in an error.
+template <typename T, typename Where, typename Take>
+std::vector<T> get_list(const Where& where, toml::table& table, toml::table& resolved, const std::string& source,
                         const std::string& key, const std::vector<T>& fallback, const char* what, Take take) {
   const toml::node* n = find_node(table, key);
   if (!n) {
@@ -206,11 +207,11 @@ std::vector<T> get_list(const std::string& where, toml::table& table, toml::tabl
     return fallback;
   }
   const toml::array* arr = n->as_array();
-  if (!arr) throw InvalidInput(type_error(where, key, what));
+  if (!arr) throw InvalidInput(type_error(where(), key, what));
   std::vector<T> out;
   for (const auto& el : *arr) {
     T v{};
-    if (!take(el, v)) throw InvalidInput(type_error(where, key, what));
+    if (!take(el, v)) throw InvalidInput(type_error(where(), key, what));
     out.push_back(std::move(v));
   }
   return out;
@@ -218,7 +219,8 @@ std::vector<T> get_list(const std::string& where, toml::table& table, toml::tabl
 
 std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vector<int64_t>& fallback) {
   impl_->used.insert(key);
-  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+  return get_list<int64_t>([&] { return impl_->where(key); }, impl_->table, impl_->resolved, impl_->source, key,
+                  fallback,
                   "an array of integers",
                   [](const toml::node& el, int64_t& v) {
                     if (!el.is_integer()) return false;
@@ -229,7 +231,8 @@ std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vec
 
 std::vector<double> Config::get_double_list(const std::string& key, const std::vector<double>& fallback) {
   impl_->used.insert(key);
-  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+  return get_list<double>([&] { return impl_->where(key); }, impl_->table, impl_->resolved, impl_->source, key,
+                  fallback,
                   "an array of numbers",
                   [](const toml::node& el, double& v) {
                     if (el.is_integer()) v = static_cast<double>(*el.value<int64_t>());
@@ -241,7 +244,8 @@ std::vector<double> Config::get_double_list(const std::string& key, const std::v
 
 std::vector<std::string> Config::get_string_list(const std::string& key, const std::vector<std::string>& fallback) {
   impl_->used.insert(key);
-  return get_list(impl_->where(key), impl_->table, impl_->resolved, impl_->source, key, fallback,
+  return get_list<std::string>([&] { return impl_->where(key); }, impl_->table, impl_->resolved, impl_->source, key,
+                  fallback,
                   "an array of strings",
                   [](const toml::node& el, std::string& v) {
                     if (!el.is_string()) return false;

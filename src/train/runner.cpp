@@ -428,6 +428,12 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
       throw InvalidInput("eval: --predictions " + predictions.string() + ": no such directory " + dir.string());
     if (fs::is_directory(predictions)) throw InvalidInput("eval: --predictions " + predictions.string() + " is a directory");
   }
+  // The checkpoint is resolved before any work: a wrong path fails at once.
+  const bool in_run = checkpoint.empty() || checkpoint == "best" || checkpoint == "last";
+  const fs::path best = !in_run ? checkpoint : run_dir / "checkpoints" / (checkpoint == "last" ? "last.ckpt" : "best.ckpt");
+  if (!fs::is_regular_file(best))
+    throw InvalidInput("eval: " + best.string() + ": no such checkpoint file" +
+                       (in_run ? " (is " + run_dir.string() + " a finished run directory?)" : ""));
   Config cfg = load_run_config(run_dir, overrides);
   RunSettings s = read_settings(cfg);
   if (part == SplitPart::Valid && s.split.train_on_valid)
@@ -440,14 +446,6 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
   } catch (...) {
     rethrow_with_stage("loading dataset of run " + run_dir.string());
   }
-  const fs::path best = checkpoint.empty() || checkpoint == "best" ? run_dir / "checkpoints" / "best.ckpt"
-                        : checkpoint == "last"                      ? run_dir / "checkpoints" / "last.ckpt"
-                                                                    : checkpoint;
-  if (!fs::is_regular_file(best))
-    throw InvalidInput("eval: " + best.string() + ": no such checkpoint file" +
-                       (checkpoint.empty() || checkpoint == "best" || checkpoint == "last"
-                            ? " (is " + run_dir.string() + " a finished run directory?)"
-                            : ""));
   // The run's config names the model family (as for train_run), so the checkpoint is read once;
   // a checkpoint of the other family is refused by its loader, naming the file.
   if (is_ranking_run(cfg)) {
