@@ -272,6 +272,46 @@ TEST(Tiger, LabelSmoothedLevelLossMatchesHandComputedValues) {
   expect_refused(o, random_sid(30, {4, 3}, 1), "train.label_smoothing");
 }
 
+// train.recency_weight: the loss is the mean over rows of weight * cross-entropy, and a user's
+// target k places before the last training target weighs 1 + w * 2^(-k / halflife).
+TEST(Tiger, RecencyWeightedLevelLossMatchesHandComputedValues) {
+  torch::Tensor lp = torch::tensor({{0.5, 0.25, 0.25}, {0.1, 0.6, 0.3}}, torch::kFloat32).log();
+  torch::Tensor target = torch::tensor({0, 1}, torch::kInt64);
+  torch::Tensor w = torch::tensor({2.0f, 0.5f});
+  // Rows' NLL ln 2 and ln(1/0.6): (2 * 0.693147 + 0.5 * 0.510826) / 2.
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.0, w).item<double>(), 0.820854, 1e-5);
+  // Smoothed rows 0.8 * NLL + 0.2 * mean -log p: 0.785567 and 0.676486.
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.2, w).item<double>(), (2 * 0.785567 + 0.5 * 0.676486) / 2, 1e-5);
+  // Weights of 1 are the unweighted loss.
+  EXPECT_NEAR(tiger_level_loss(lp, target, 0.2, torch::ones({2})).item<double>(),
+              tiger_level_loss(lp, target, 0.2).item<double>(), 1e-6);
+  // The gradient wrt the logits is row-scaled: w_n (softmax - onehot) / N.
+  torch::Tensor logits = torch::tensor({{0.3, -1.0, 2.0}, {1.5, 0.2, -0.4}}, torch::kFloat32).requires_grad_(true);
+  tiger_level_loss(torch::log_softmax(logits, -1), target, 0.0, w).backward();
+  torch::Tensor onehot = torch::zeros({2, 3});
+  onehot[0][0] = 1;
+  onehot[1][1] = 1;
+  EXPECT_TRUE(torch::allclose(logits.grad(), (torch::softmax(logits.detach(), -1) - onehot) * w.unsqueeze(1) / 2.0, 1e-5, 1e-6));
+
+  EXPECT_DOUBLE_EQ(tiger_recency_weight(0, 3.0, 1.0), 4.0);
+  EXPECT_DOUBLE_EQ(tiger_recency_weight(2, 3.0, 1.0), 1.75);
+  EXPECT_DOUBLE_EQ(tiger_recency_weight(2, 3.0, 2.0), 2.5);
+  EXPECT_DOUBLE_EQ(tiger_recency_weight(5, 0.0, 1.0), 1.0);
+
+  TigerOptions o = tiny_options();
+  EXPECT_EQ(o.recency_weight, 0.0);
+  o.recency_weight = 2.0;
+  o.recency_halflife = 3.0;
+  const TigerOptions back = TigerOptions::from_json(o.to_json());
+  EXPECT_EQ(back.recency_weight, 2.0);
+  EXPECT_EQ(back.recency_halflife, 3.0);
+  o.recency_weight = -1.0;
+  expect_refused(o, random_sid(30, {4, 3}, 1), "train.recency_weight");
+  o.recency_weight = 1.0;
+  o.recency_halflife = 0.0;
+  expect_refused(o, random_sid(30, {4, 3}, 1), "train.recency_halflife");
+}
+
 TEST(Tiger, EncoderPositionsCountFromTheMostRecentItemWithRecency) {
   auto keep = [](std::vector<std::vector<int>> rows) {
     const auto S = static_cast<int64_t>(rows[0].size());
@@ -577,6 +617,29 @@ threads = 1
   next.out = tmp / "stage2";
   next.overrides = {"train.init_from=\"" + (tmp / "run").string() + "\"", "train.epochs=1", "train.lr=1e-20"};
   EXPECT_EQ(train_run(next).test.metrics, r.test.metrics);
+  // Recency weights from the config reach the model (its checkpoint's options) and change what
+  // one epoch learns.
+  TrainRequest plain_stage = req, weighted = req;
+  plain_stage.out = tmp / "plain-stage";
+  weighted.out = tmp / "weighted";
+  plain_stage.overrides = {"train.init_from=\"" + (tmp / "run").string() + "\"", "train.epochs=1"};
+  weighted.overrides = plain_stage.overrides;
+  weighted.overrides.push_back("train.recency_weight=3.0");
+  train_run(plain_stage);
+  train_run(weighted);
+  {
+    LoadedCheckpoint a = load_checkpoint(tmp / "plain-stage" / "checkpoints" / "last.ckpt");
+    LoadedCheckpoint b = load_checkpoint(tmp / "weighted" / "checkpoints" / "last.ckpt");
+    EXPECT_EQ(a.model->options()["recency_weight"], 0.0);
+    EXPECT_EQ(b.model->options()["recency_weight"], 3.0);
+    const std::vector<std::vector<int32_t>> seqs = {{1, 2, 3}, {10, 20, 30, 39}};
+    const std::vector<History> h = histories(seqs);
+    auto* ta = dynamic_cast<TigerRecommender*>(a.model.get());
+    auto* tb = dynamic_cast<TigerRecommender*>(b.model.get());
+    ASSERT_NE(ta, nullptr);
+    ASSERT_NE(tb, nullptr);
+    EXPECT_FALSE(torch::allclose(ta->exhaustive_log_probs(h), tb->exhaustive_log_probs(h), 1e-4, 1e-5));
+  }
   // A second stage on the training and validation events (data.train_on_valid): no validation,
   // early stopping cannot end it, its last epoch is kept.
   TrainRequest refit = req;

@@ -89,6 +89,8 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.level_weights = cfg.get_double_list("model.level_weights", d.level_weights);
     d.epochs = cfg.get_int("train.epochs", d.epochs);
     d.label_smoothing = cfg.get_double("train.label_smoothing", d.label_smoothing);
+    d.recency_weight = cfg.get_double("train.recency_weight", d.recency_weight);
+    d.recency_halflife = cfg.get_double("train.recency_halflife", d.recency_halflife);
     d.batch_size = cfg.get_int("train.batch_size", d.batch_size);
     d.jagged = cfg.get_bool("train.jagged", d.jagged);
     d.lr = cfg.get_double("train.lr", d.lr);

@@ -25,7 +25,8 @@ nlohmann::json TigerOptions::to_json() const {
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
           {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
           {"encoder_positions", encoder_positions}, {"code_init", code_init},
-          {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing}, {"batch_size", batch_size},
+          {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing},
+          {"recency_weight", recency_weight}, {"recency_halflife", recency_halflife}, {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
           {"lr_schedule", lr_schedule}, {"grad_clip", grad_clip}, {"eval_every", eval_every},
           {"patience", patience}, {"metric", metric},         {"eval_users", eval_users},
@@ -53,6 +54,8 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.beam = j.value("beam", o.beam);
   o.epochs = j.value("epochs", o.epochs);
   o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
+  o.recency_weight = j.value("recency_weight", o.recency_weight);
+  o.recency_halflife = j.value("recency_halflife", o.recency_halflife);
   o.batch_size = j.value("batch_size", o.batch_size);
   o.lr = j.value("lr", o.lr);
   o.jagged = j.value("jagged", false);  // checkpoints from before the option trained without it
@@ -96,6 +99,10 @@ void TigerOptions::validate() const {
   if (epochs < 0) bad("epochs", "must be >= 0");
   if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
     throw InvalidInput("tiger: train.label_smoothing must be in [0, 1)");
+  if (!(recency_weight >= 0.0 && std::isfinite(recency_weight)))
+    throw InvalidInput("tiger: train.recency_weight must be finite and >= 0, got " + std::to_string(recency_weight));
+  if (!(recency_halflife > 0.0 && std::isfinite(recency_halflife)))
+    throw InvalidInput("tiger: train.recency_halflife must be finite and > 0, got " + std::to_string(recency_halflife));
   if (batch_size < 1) bad("batch_size", "must be >= 1");
   if (!(lr > 0)) bad("lr", "must be > 0");
   if (lr_schedule != "constant" && lr_schedule != "cosine") bad("lr_schedule", "must be constant or cosine");
@@ -104,11 +111,21 @@ void TigerOptions::validate() const {
   if (eval_users < 0) bad("eval_users", "must be >= 0");
 }
 
-torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing) {
-  torch::Tensor nll = torch::nll_loss(log_probs, target);
-  if (label_smoothing == 0.0) return nll;
+torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing,
+                               const torch::Tensor& weights) {
   // Cross-entropy against (1 - eps) one-hot + eps uniform over the codebook.
-  return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1).mean();
+  if (!weights.defined()) {
+    torch::Tensor nll = torch::nll_loss(log_probs, target);
+    if (label_smoothing == 0.0) return nll;
+    return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1).mean();
+  }
+  torch::Tensor rows = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1);  // [N]
+  if (label_smoothing != 0.0) rows = (1.0 - label_smoothing) * rows - label_smoothing * log_probs.mean(-1);
+  return (rows * weights).mean();
+}
+
+double tiger_recency_weight(int64_t from_last, double weight, double halflife) {
+  return 1.0 + weight * std::exp2(-static_cast<double>(from_last) / halflife);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -825,14 +842,28 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     st.optimizer = std::make_unique<torch::optim::AdamW>(net->parameters(),
                                                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
   // Examples: every training event after the first, with the events before it as history.
+  // Each has a loss weight (train.recency_weight: a user's most recent training targets weigh
+  // more), divided by the mean weight so that the loss scale, and with it the learning rate,
+  // stays that of the unweighted loss.
   struct Example {
     int32_t user;
     int64_t end;  // target = events[end]; history = events[.. end)
+    float weight;
   };
   std::vector<Example> examples;
-  for (int32_t u = 1; u <= ds.n_users(); ++u)
-    for (int64_t t = 1; t < split.train_end[static_cast<size_t>(u)]; ++t) examples.push_back(Example{u, t});
+  double weight_sum = 0;
+  for (int32_t u = 1; u <= ds.n_users(); ++u) {
+    const int64_t end = split.train_end[static_cast<size_t>(u)];
+    for (int64_t t = 1; t < end; ++t) {
+      const double w = tiger_recency_weight(end - 1 - t, o.recency_weight, o.recency_halflife);
+      examples.push_back(Example{u, t, static_cast<float>(w)});
+      weight_sum += w;
+    }
+  }
   if (examples.empty()) throw InvalidInput("tiger: no user has two or more training events");
+  const double weight_mean = weight_sum / static_cast<double>(examples.size());
+  for (Example& e : examples) e.weight = static_cast<float>(e.weight / weight_mean);
+  const bool weighted = o.recency_weight > 0.0;
   auto history_len = [&o](const Example& e) { return std::min<int64_t>(e.end, o.max_items); };
   const int64_t steps_per_epoch = (static_cast<int64_t>(examples.size()) + o.batch_size - 1) / o.batch_size;
   const int64_t total_steps = steps_per_epoch * o.epochs;
@@ -869,17 +900,20 @@ void TigerRecommender::fit(const TrainContext& ctx) {
     for (auto [lo, hi] : batches) {
       std::vector<History> hs;
       std::vector<int32_t> targets;
+      std::vector<float> weights;
       for (size_t i = lo; i < hi; ++i) {
         UserEvents ev = ds.user(order[i].user);
         hs.push_back(History{order[i].user, ev.items, nullptr, order[i].end});
         targets.push_back(ev.items[order[i].end]);
+        weights.push_back(order[i].weight);
       }
+      const torch::Tensor w = weighted ? torch::tensor(weights) : torch::Tensor();
       auto [enc, keep] = net->encode(st.encoder_tokens(hs, o));
       auto [in, target] = st.decoder_io(targets);
       torch::Tensor h = st.decode(in, enc, keep);  // [N, L, D]
       torch::Tensor loss = torch::zeros({});
       for (int64_t l = 0; l < st.sid.levels; ++l)
-        loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l), o.label_smoothing);
+        loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l), o.label_smoothing, w);
       loss = loss / static_cast<double>(st.sid.levels);
       double lr = o.lr;
       const int64_t step = st.meta.step + 1;

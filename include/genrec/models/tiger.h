@@ -81,6 +81,11 @@ struct TigerOptions {
   // Label smoothing of each level's cross-entropy: the target distribution puts 1 - eps on the
   // true code and spreads eps evenly over the level's whole codebook; 0 = plain cross-entropy.
   double label_smoothing = 0.0;
+  // Recency weights of the training examples: the target k places before a user's last training
+  // target weighs 1 + recency_weight * 2^(-k / recency_halflife) (k = 0 for the last), weights
+  // divided by their mean over the epoch; 0 = every example weighs 1.
+  double recency_weight = 0.0;
+  double recency_halflife = 1.0;
   int64_t batch_size = 256;
   bool jagged = true;               // length-bucketed batches, each padded to its longest history
   double lr = 1e-3;
@@ -107,7 +112,13 @@ struct BeamResult {
 
 // One level's training loss: mean cross-entropy of log_probs [N, K] against target [N], with
 // label smoothing eps (train.label_smoothing): (1 - eps) * NLL + eps * mean over codes of -log p.
-torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing);
+// weights [N] (optional): the mean of weight * cross-entropy over the rows.
+torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing,
+                               const torch::Tensor& weights = {});
+
+// The loss weight of a training target `from_last` targets before the user's last training
+// target (0 = the last): 1 + weight * 2^(-from_last / halflife), before division by the mean.
+double tiger_recency_weight(int64_t from_last, double weight, double halflife);
 
 // Encoder position ids [B, S] (or [1, S] when they do not depend on the row). keep [B, S] bool
 // marks the real slots, which come first in each row: `user_slots` slots of the user token, then
