@@ -87,14 +87,30 @@ double history_bias_log_lik(TigerRecommender& model, const Dataset& ds, const Sp
 
 TEST(Tiger, WideBeamSearchEqualsExhaustiveScoring) {
   SemanticIds sid = random_sid(30, {4, 3, 3}, 1);
+  for (const bool trie_softmax : {false, true})
   for (const std::string input : {"codes", "items"}) {
-  SCOPED_TRACE("encoder_input " + input);
+  SCOPED_TRACE("encoder_input " + input + (trie_softmax ? ", trie softmax" : ""));
   TigerOptions o = tiny_options();
   o.encoder_input = input;
+  o.trie_softmax = trie_softmax;
   TigerRecommender model(30, o, sid);
   std::vector<std::vector<int32_t>> items = {{1, 2, 3}, {7}, {30, 29, 28, 27, 26, 25, 24}};
   std::vector<History> hs = histories(items);
   torch::Tensor exact = model.exhaustive_log_probs(hs);  // [B, 31]
+  // Item probabilities: a distribution over the real items with the trie softmax; without it
+  // the codebook softmax also gives mass to code sequences that are no item.
+  for (int64_t b = 0; b < exact.size(0); ++b) {
+    const double mass = exact[b].narrow(0, 1, 30).exp().sum().item<double>();
+    if (trie_softmax) {
+      EXPECT_NEAR(mass, 1.0, 1e-5);
+    } else {
+      EXPECT_LT(mass, 0.999);
+    }
+  }
+  // item_log_probs agrees with exhaustive scoring.
+  const std::vector<std::vector<double>> some = model.item_log_probs(hs, {{4, 9}, {1}, {30}});
+  EXPECT_NEAR(some[0][1], exact[0][9].item<double>(), 1e-5);
+  EXPECT_NEAR(some[2][0], exact[2][30].item<double>(), 1e-5);
   // A beam at least as wide as any trie level is exact.
   std::vector<BeamResult> res = model.beam_search(hs, 40);
   for (size_t b = 0; b < hs.size(); ++b) {
@@ -293,6 +309,20 @@ TEST(Tiger, RecencyWeightedLevelLossMatchesHandComputedValues) {
   onehot[1][1] = 1;
   EXPECT_TRUE(torch::allclose(logits.grad(), (torch::softmax(logits.detach(), -1) - onehot) * w.unsqueeze(1) / 2.0, 1e-5, 1e-6));
 
+  // model.trie_softmax: invalid codes get -inf and no smoothing mass. Row 0 allows codes 0 and 1
+  // only (p = 2/3, 1/3), row 1 all three (p = 0.1, 0.6, 0.3).
+  torch::Tensor tl = torch::tensor({{std::log(2.0f), 0.0f, 5.0f}, {std::log(0.1f), std::log(0.6f), std::log(0.3f)}})
+                             .requires_grad_(true);
+  torch::Tensor valid = torch::tensor({1, 1, 0, 1, 1, 1}, torch::kBool).view({2, 3});
+  torch::Tensor masked = torch::log_softmax(tl.masked_fill(valid.logical_not(), -INFINITY), -1);
+  // NLL ln 1.5 and ln(1/0.6); mean -log p over the valid codes (ln 1.5 + ln 3) / 2 and 1.339128.
+  EXPECT_NEAR(tiger_level_loss(masked, target, 0.0, {}, valid).item<double>(), (0.405465 + 0.510826) / 2, 1e-5);
+  torch::Tensor smoothed = tiger_level_loss(masked, target, 0.2, {}, valid);
+  EXPECT_NEAR(smoothed.item<double>(), (0.8 * 0.405465 + 0.2 * 0.752039 + 0.8 * 0.510826 + 0.2 * 1.339128) / 2, 1e-5);
+  smoothed.backward();
+  EXPECT_TRUE(torch::isfinite(tl.grad()).all().item<bool>());
+  EXPECT_EQ(tl.grad()[0][2].item<float>(), 0.0f);  // an invalid code gets no gradient
+
   EXPECT_DOUBLE_EQ(tiger_recency_weight(0, 3.0, 1.0), 4.0);
   EXPECT_DOUBLE_EQ(tiger_recency_weight(2, 3.0, 1.0), 1.75);
   EXPECT_DOUBLE_EQ(tiger_recency_weight(2, 3.0, 2.0), 2.5);
@@ -310,6 +340,11 @@ TEST(Tiger, RecencyWeightedLevelLossMatchesHandComputedValues) {
   o.recency_weight = 1.0;
   o.recency_halflife = 0.0;
   expect_refused(o, random_sid(30, {4, 3}, 1), "train.recency_halflife");
+  o = tiny_options();
+  EXPECT_FALSE(o.trie_softmax);
+  o.trie_softmax = true;
+  EXPECT_TRUE(TigerOptions::from_json(o.to_json()).trie_softmax);
+  EXPECT_FALSE(TigerOptions::from_json(nlohmann::json::object()).trie_softmax);  // checkpoints from before it
 }
 
 TEST(Tiger, EncoderPositionsCountFromTheMostRecentItemWithRecency) {
@@ -639,6 +674,17 @@ threads = 1
     ASSERT_NE(ta, nullptr);
     ASSERT_NE(tb, nullptr);
     EXPECT_FALSE(torch::allclose(ta->exhaustive_log_probs(h), tb->exhaustive_log_probs(h), 1e-4, 1e-5));
+    // model.trie_softmax (no parameters of its own, so it may start from the run): a trained
+    // model's item probabilities are a distribution over the items.
+    TrainRequest masked = plain_stage;
+    masked.out = tmp / "trie-softmax";
+    masked.overrides.push_back("model.trie_softmax=true");
+    train_run(masked);
+    LoadedCheckpoint c = load_checkpoint(tmp / "trie-softmax" / "checkpoints" / "best.ckpt");
+    EXPECT_EQ(c.model->options()["trie_softmax"], true);
+    auto* tc = dynamic_cast<TigerRecommender*>(c.model.get());
+    ASSERT_NE(tc, nullptr);
+    EXPECT_NEAR(tc->exhaustive_log_probs(h).narrow(1, 1, 40).exp().sum(1).min().item<double>(), 1.0, 1e-5);
   }
   // A second stage on the training and validation events (data.train_on_valid): no validation,
   // early stopping cannot end it, its last epoch is kept.

@@ -84,6 +84,7 @@ std::unique_ptr<Recommender> make_recommender(Config& cfg, int32_t n_items) {
     d.encoder_positions = cfg.get_string("model.encoder_positions", d.encoder_positions);
     d.history_bias = cfg.get_bool("model.history_bias", d.history_bias);
     d.code_init = cfg.get_string("model.code_init", d.code_init);
+    d.trie_softmax = cfg.get_bool("model.trie_softmax", d.trie_softmax);
     d.beam = cfg.get_int("model.beam", d.beam);
     d.cold_fraction = cfg.get_double("model.cold_fraction", d.cold_fraction);
     d.level_weights = cfg.get_double_list("model.level_weights", d.level_weights);

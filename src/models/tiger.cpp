@@ -24,7 +24,7 @@ nlohmann::json TigerOptions::to_json() const {
           {"d_model", d_model},   {"n_heads", n_heads},       {"d_kv", d_kv},
           {"d_ff", d_ff},         {"enc_layers", enc_layers}, {"dec_layers", dec_layers},
           {"dropout", dropout},   {"max_items", max_items},   {"user_buckets", user_buckets}, {"encoder_input", encoder_input},
-          {"encoder_positions", encoder_positions}, {"code_init", code_init},
+          {"encoder_positions", encoder_positions}, {"code_init", code_init}, {"trie_softmax", trie_softmax},
           {"beam", beam},         {"epochs", epochs},         {"label_smoothing", label_smoothing},
           {"recency_weight", recency_weight}, {"recency_halflife", recency_halflife}, {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"jagged", jagged}, {"warmup_steps", warmup_steps},
@@ -51,6 +51,7 @@ TigerOptions TigerOptions::from_json(const nlohmann::json& j) {
   o.encoder_input = j.value("encoder_input", o.encoder_input);
   o.encoder_positions = j.value("encoder_positions", std::string("start"));  // checkpoints from before the option
   o.code_init = j.value("code_init", o.code_init);
+  o.trie_softmax = j.value("trie_softmax", false);  // checkpoints from before the option
   o.beam = j.value("beam", o.beam);
   o.epochs = j.value("epochs", o.epochs);
   o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
@@ -112,8 +113,17 @@ void TigerOptions::validate() const {
 }
 
 torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing,
-                               const torch::Tensor& weights) {
-  // Cross-entropy against (1 - eps) one-hot + eps uniform over the codebook.
+                               const torch::Tensor& weights, const torch::Tensor& valid) {
+  // Cross-entropy against (1 - eps) one-hot + eps uniform over the codebook (over the valid
+  // codes when given: the others have log-probability -inf).
+  if (valid.defined()) {
+    torch::Tensor rows = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1);  // [N]
+    if (label_smoothing != 0.0) {
+      torch::Tensor mean_lp = torch::where(valid, log_probs, torch::zeros_like(log_probs)).sum(-1) / valid.sum(-1);
+      rows = (1.0 - label_smoothing) * rows - label_smoothing * mean_lp;
+    }
+    return weights.defined() ? (rows * weights).mean() : rows.mean();
+  }
   if (!weights.defined()) {
     torch::Tensor nll = torch::nll_loss(log_probs, target);
     if (label_smoothing == 0.0) return nll;
@@ -311,10 +321,13 @@ struct TigerNetImpl : torch::nn::Module {
     torch::Tensor pos = torch::arange(first_step, first_step + ids.size(1), torch::kLong);
     return drop(tokens(ids) + dec_pos(pos).unsqueeze(0));
   }
-  // Log-probabilities over level l's codebook from decoder states h [..., D].
-  torch::Tensor level_log_probs(const torch::Tensor& h, int64_t l) {
+  // Log-probabilities over level l's codebook from decoder states h [..., D]; with `valid`
+  // [..., K_l] (model.trie_softmax) over the valid codes only (the others get -inf).
+  torch::Tensor level_log_probs(const torch::Tensor& h, int64_t l, const torch::Tensor& valid = {}) {
     torch::Tensor table = tokens->weight.narrow(0, offsets[static_cast<size_t>(l)], sizes[static_cast<size_t>(l)]);
-    return torch::log_softmax(torch::matmul(h, table.t()), -1);
+    torch::Tensor logits = torch::matmul(h, table.t());
+    if (valid.defined()) logits = logits.masked_fill(valid.logical_not(), -std::numeric_limits<float>::infinity());
+    return torch::log_softmax(logits, -1);
   }
   int64_t levels, user_slots;
   bool recency;
@@ -407,6 +420,29 @@ struct TigerRecommender::State {
       }
     }
     return {torch::tensor(in, torch::kLong).view({N, L}), torch::tensor(out, torch::kLong).view({N, L})};
+  }
+  // Per level l, [N, K_l] bool: the codes that are valid after the first l codes of each item
+  // (its trie node's children). For model.trie_softmax; empty when it is off.
+  std::vector<torch::Tensor> valid_codes(const std::vector<int32_t>& items, bool on) const {
+    std::vector<torch::Tensor> out;
+    if (!on) return out;
+    const int64_t L = sid.levels, N = static_cast<int64_t>(items.size());
+    std::vector<int32_t> node(static_cast<size_t>(N), trie->root());
+    for (int64_t l = 0; l < L; ++l) {
+      torch::Tensor m = torch::zeros({N, static_cast<int64_t>(sid.codebook_sizes[static_cast<size_t>(l)])}, torch::kBool);
+      bool* mp = m.data_ptr<bool>();
+      const int64_t K = m.size(1);
+      for (int64_t n = 0; n < N; ++n) {
+        int32_t& nd = node[static_cast<size_t>(n)];
+        for (int32_t c : trie->child_codes(nd)) mp[n * K + c] = true;
+        nd = trie->child(nd, sid.item_codes(items[static_cast<size_t>(n)])[l]);
+      }
+      out.push_back(m);
+    }
+    return out;
+  }
+  static torch::Tensor level_of(const std::vector<torch::Tensor>& valid, int64_t l) {
+    return valid.empty() ? torch::Tensor() : valid[static_cast<size_t>(l)];
   }
   // Teacher-forced decoder states [N, L, D].
   torch::Tensor decode(const torch::Tensor& in, const torch::Tensor& enc, const torch::Tensor& keep) {
@@ -564,8 +600,18 @@ std::vector<BeamResult> TigerRecommender::beam_search(const std::vector<History>
       for (int64_t r = b * W; r < (b + 1) * W; ++r) {
         const int64_t node = beam_node[static_cast<size_t>(r)];
         if (node < 0) continue;
-        for (int32_t c : trie.child_codes(static_cast<int32_t>(node)))
-          cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + wl * lpp[r * K + c], r, c});
+        const std::vector<int32_t>& children = trie.child_codes(static_cast<int32_t>(node));
+        // model.trie_softmax: the level's distribution over the valid children only.
+        float norm = 0.0f;
+        if (options_.trie_softmax) {
+          float top = -std::numeric_limits<float>::infinity();
+          for (int32_t c : children) top = std::max(top, lpp[r * K + c]);
+          double sum = 0;
+          for (int32_t c : children) sum += std::exp(static_cast<double>(lpp[r * K + c] - top));
+          norm = top + static_cast<float>(std::log(sum));
+        }
+        for (int32_t c : children)
+          cands.push_back(Cand{beam_score[static_cast<size_t>(r)] + wl * (lpp[r * K + c] - norm), r, c});
       }
       auto better = [](const Cand& a, const Cand& c) {
         if (a.score != c.score) return a.score > c.score;
@@ -635,6 +681,7 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
   std::vector<int32_t> all(static_cast<size_t>(n_items_));
   for (int32_t i = 0; i < n_items_; ++i) all[static_cast<size_t>(i)] = i + 1;
   auto [in, target] = st.decoder_io(all);  // [N, L]
+  const std::vector<torch::Tensor> valid = st.valid_codes(all, options_.trie_softmax);
   const int64_t B = static_cast<int64_t>(batch.size()), N = n_items_, L = st.sid.levels;
   auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
   torch::Tensor out = torch::full({B, N + 1}, -std::numeric_limits<float>::infinity());
@@ -643,7 +690,9 @@ torch::Tensor TigerRecommender::exhaustive_log_probs(const std::vector<History>&
     torch::Tensor total = torch::zeros({N});
     for (int64_t l = 0; l < L; ++l)
       total += level_weight(l) *
-               net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
+               net->level_log_probs(h.select(1, l), l, State::level_of(valid, l))
+                   .gather(1, target.select(1, l).unsqueeze(1))
+                   .squeeze(1);
     out[b].narrow(0, 1, N).copy_(total);
   }
   if (was_training) net->train();
@@ -672,11 +721,14 @@ std::vector<std::vector<double>> TigerRecommender::item_log_probs(const std::vec
   net->eval();
   auto [enc, keep] = net->encode(st.encoder_tokens(batch, options_));
   auto [in, target] = st.decoder_io(flat);  // [N, L]
+  const std::vector<torch::Tensor> valid = st.valid_codes(flat, options_.trie_softmax);
   torch::Tensor r = torch::tensor(rows, torch::kLong);
   torch::Tensor h = st.decode(in, enc.index_select(0, r), keep.index_select(0, r));  // [N, L, D]
   torch::Tensor total = torch::zeros({static_cast<int64_t>(flat.size())});
   for (int64_t l = 0; l < st.sid.levels; ++l)
-    total += net->level_log_probs(h.select(1, l), l).gather(1, target.select(1, l).unsqueeze(1)).squeeze(1);
+    total += net->level_log_probs(h.select(1, l), l, State::level_of(valid, l))
+                 .gather(1, target.select(1, l).unsqueeze(1))
+                 .squeeze(1);
   auto a = total.accessor<float, 1>();
   for (size_t n = 0; n < flat.size(); ++n) out[static_cast<size_t>(rows[n])].push_back(a[static_cast<int64_t>(n)]);
   if (was_training) net->train();
@@ -910,10 +962,13 @@ void TigerRecommender::fit(const TrainContext& ctx) {
       const torch::Tensor w = weighted ? torch::tensor(weights) : torch::Tensor();
       auto [enc, keep] = net->encode(st.encoder_tokens(hs, o));
       auto [in, target] = st.decoder_io(targets);
+      const std::vector<torch::Tensor> valid = st.valid_codes(targets, o.trie_softmax);
       torch::Tensor h = st.decode(in, enc, keep);  // [N, L, D]
       torch::Tensor loss = torch::zeros({});
-      for (int64_t l = 0; l < st.sid.levels; ++l)
-        loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l), target.select(1, l), o.label_smoothing, w);
+      for (int64_t l = 0; l < st.sid.levels; ++l) {
+        const torch::Tensor v = State::level_of(valid, l);
+        loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l, v), target.select(1, l), o.label_smoothing, w, v);
+      }
       loss = loss / static_cast<double>(st.sid.levels);
       double lr = o.lr;
       const int64_t step = st.meta.step + 1;

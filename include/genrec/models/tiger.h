@@ -61,6 +61,11 @@ struct TigerOptions {
   // dimensions; the rest keep a 0.1-scaled random start). The sum of an item's code embeddings
   // then starts as its content vector (e.g. collaborative SASRec embeddings). "" = random start.
   std::string code_init;
+  // Each level's softmax over the codes that are valid after the codes before it (the trie's
+  // children) instead of over the level's whole codebook: in the training loss and at inference
+  // (beam search, exhaustive scoring, item probabilities), so an item's probability is a
+  // distribution over real items. false = TIGER's softmax over the codebook.
+  bool trie_softmax = false;
   int64_t beam = 20;                // beam width at inference (= items returned by score())
   // History bias (as HSTU's model.history_bias): when true, the score of an item already in the
   // history is offset by one scalar b, the maximum-likelihood value on the training transitions given the network
@@ -112,9 +117,11 @@ struct BeamResult {
 
 // One level's training loss: mean cross-entropy of log_probs [N, K] against target [N], with
 // label smoothing eps (train.label_smoothing): (1 - eps) * NLL + eps * mean over codes of -log p.
-// weights [N] (optional): the mean of weight * cross-entropy over the rows.
+// weights [N] (optional): the mean of weight * cross-entropy over the rows;
+// valid [N, K] (optional, model.trie_softmax): log_probs are -inf outside it, and the smoothing
+// spreads eps over the valid codes only.
 torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tensor& target, double label_smoothing,
-                               const torch::Tensor& weights = {});
+                               const torch::Tensor& weights = {}, const torch::Tensor& valid = {});
 
 // The loss weight of a training target `from_last` targets before the user's last training
 // target (0 = the last): 1 + weight * 2^(-from_last / halflife), before division by the mean.
