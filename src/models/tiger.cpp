@@ -116,22 +116,19 @@ torch::Tensor tiger_level_loss(const torch::Tensor& log_probs, const torch::Tens
                                const torch::Tensor& weights, const torch::Tensor& valid) {
   // Cross-entropy against (1 - eps) one-hot + eps uniform over the codebook (over the valid
   // codes when given: the others have log-probability -inf).
-  if (valid.defined()) {
-    torch::Tensor rows = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1);  // [N]
-    if (label_smoothing != 0.0) {
-      torch::Tensor mean_lp = torch::where(valid, log_probs, torch::zeros_like(log_probs)).sum(-1) / valid.sum(-1);
-      rows = (1.0 - label_smoothing) * rows - label_smoothing * mean_lp;
-    }
-    return weights.defined() ? (rows * weights).mean() : rows.mean();
-  }
-  if (!weights.defined()) {
+  if (!weights.defined() && !valid.defined()) {
     torch::Tensor nll = torch::nll_loss(log_probs, target);
     if (label_smoothing == 0.0) return nll;
     return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1).mean();
   }
   torch::Tensor rows = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1);  // [N]
-  if (label_smoothing != 0.0) rows = (1.0 - label_smoothing) * rows - label_smoothing * log_probs.mean(-1);
-  return (rows * weights).mean();
+  if (label_smoothing != 0.0) {
+    const torch::Tensor mean_lp = valid.defined()
+                                      ? torch::where(valid, log_probs, torch::zeros_like(log_probs)).sum(-1) / valid.sum(-1)
+                                      : log_probs.mean(-1);
+    rows = (1.0 - label_smoothing) * rows - label_smoothing * mean_lp;
+  }
+  return weights.defined() ? (rows * weights).mean() : rows.mean();
 }
 
 double tiger_recency_weight(int64_t from_last, double weight, double halflife) {
