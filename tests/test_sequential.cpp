@@ -497,6 +497,12 @@ TEST(Sequential, EvalReadsTheBestTheLastOrAGivenCheckpoint) {
   fs::copy_file(other_ckpt, first.out / "checkpoints" / "last.ckpt", fs::copy_options::overwrite_existing);
   EXPECT_EQ(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, "last").metrics, b.test.metrics);
   EXPECT_EQ(eval_run(first.out, SplitPart::Test).metrics, a.test.metrics);  // the default is still best
+  // --set of a key that evaluation does not read is refused, not ignored: model.* and train.*
+  // keys are fixed at training (train.threads excepted), TIGER's inference keys belong to TIGER.
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {"model.d_model=8"}), "model.d_model", "fixed when the run is trained");
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {"train.lr=0.5"}), "train.lr");
+  EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {"model.beam=5"}), "model.beam");
+  EXPECT_EQ(eval_run(first.out, SplitPart::Test, {"train.threads=1", "eval.batch_size=7"}).metrics, a.test.metrics);
 
   EXPECT_INVALID(eval_run(first.out, SplitPart::Test, {}, nullptr, {}, {}, tmp / "nowhere.ckpt"),
                  (tmp / "nowhere.ckpt").string(), "no such checkpoint file");

@@ -599,6 +599,9 @@ threads = 1
   EvalResult plain = eval_run(tmp / "run", SplitPart::Test, {"model.history_bias=false"});
   EXPECT_NE(plain.metrics, r.test.metrics);
   EXPECT_INVALID(eval_run(tmp / "run", SplitPart::Test, {"model.history_bias=sometimes"}), "history_bias");
+  // A training-time option cannot be switched at evaluation: refused, not ignored.
+  EXPECT_INVALID(eval_run(tmp / "run", SplitPart::Test, {"model.trie_softmax=true"}), "model.trie_softmax",
+                 "fixed when the run is trained");
 
   // `recommend` widens the beam to k (here above the configured beam of 10), and by the history
   // when seen items are left out, so every returned item is a real beam result.

@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "Evaluate a run's best (or another) checkpoint; JSON on stdout (the metrics.json shape)");
   eval->add_option("--run", eval_run_dir, "Run directory")->required();
   eval->add_option("--split", eval_split, "valid or test")->check(CLI::IsMember({"valid", "test"}))->capture_default_str();
-  eval->add_option("--set", eval_overrides, "Override an eval key, e.g. eval.exclude_seen=true, a TIGER run's model.beam / model.cold_fraction / model.history_bias=true|false / model.level_weights=[w,...], or a ranking run's eval.history=cut|streaming (repeatable)");
+  eval->add_option("--set", eval_overrides, "Override an eval key, e.g. eval.exclude_seen=true, a TIGER run's model.beam / model.cold_fraction / model.history_bias=true|false / model.level_weights=[w,...], or a ranking run's eval.history=cut|streaming; data.* and train.threads too; other model.* / train.* keys are fixed at training and refused (repeatable)");
   std::string eval_target_items;
   eval->add_option("--target-items", eval_target_items,
                    "Evaluate only users whose target is one of these items (file of raw ids, one per line, '#' "

@@ -419,6 +419,29 @@ void write_rank_predictions(const fs::path& path, const Dataset& ds, const RankD
 }
 }  // namespace
 
+namespace {
+
+// eval --set: a model.* or train.* key that evaluation does not read is fixed when the run is
+// trained, so overriding it would change nothing; it is refused rather than silently ignored.
+void check_eval_overrides(Config& cfg, const std::vector<std::string>& overrides) {
+  const bool tiger = cfg.get_string("model.type", "markov") == "tiger";
+  for (const std::string& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    const bool model_key = key.rfind("model.", 0) == 0, train_key = key.rfind("train.", 0) == 0;
+    if (!model_key && !train_key) continue;  // data.*, eval.*, index.*: read by evaluation
+    if (key == "train.threads") continue;
+    if (tiger && (key == "model.beam" || key == "model.cold_fraction" || key == "model.level_weights" ||
+                  key == "model.history_bias"))
+      continue;
+    throw InvalidInput("eval: --set " + o + ": " + key +
+                       " is fixed when the run is trained and evaluation does not read it (evaluation reads data.*, "
+                       "eval.*, train.threads and, for TIGER runs, model.beam, model.cold_fraction, "
+                       "model.level_weights and model.history_bias)");
+  }
+}
+
+}  // namespace
+
 EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<std::string>& overrides,
                     const ProgressCallback& progress, const fs::path& target_items, const fs::path& predictions,
                     const fs::path& checkpoint) {
@@ -435,6 +458,7 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     throw InvalidInput("eval: " + best.string() + ": no such checkpoint file" +
                        (in_run ? " (is " + run_dir.string() + " a finished run directory?)" : ""));
   Config cfg = load_run_config(run_dir, overrides);
+  check_eval_overrides(cfg, overrides);
   RunSettings s = read_settings(cfg);
   if (part == SplitPart::Valid && s.split.train_on_valid)
     throw InvalidInput("eval: " + run_dir.string() +
