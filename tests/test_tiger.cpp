@@ -289,7 +289,8 @@ TEST(Tiger, LabelSmoothedLevelLossMatchesHandComputedValues) {
 }
 
 // train.recency_weight: the loss is the mean over rows of weight * cross-entropy, and a user's
-// target k places before the last training target weighs 1 + w * 2^(-k / halflife).
+// target k places before the last training target weighs 1 + w * 2^(-k / halflife). Also the
+// loss of model.trie_softmax: -inf outside the valid codes, smoothing over the valid ones only.
 TEST(Tiger, RecencyWeightedLevelLossMatchesHandComputedValues) {
   torch::Tensor lp = torch::tensor({{0.5, 0.25, 0.25}, {0.1, 0.6, 0.3}}, torch::kFloat32).log();
   torch::Tensor target = torch::tensor({0, 1}, torch::kInt64);
