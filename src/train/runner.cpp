@@ -118,14 +118,16 @@ Config load_run_config(const fs::path& run_dir, const std::vector<std::string>& 
   return Config::load(cfg_path.string(), overrides);
 }
 
+// The KEY of a --set KEY=VALUE.
+std::string override_key(const std::string& assignment) { return assignment.substr(0, assignment.find('=')); }
+
 // recommend / index-eval: the run's [index] settings, --set index.* overrides, then --index.
 ItemIndexOptions index_options_for(const fs::path& run_dir, const std::vector<std::string>& overrides,
                                    const std::optional<std::string>& kind, const char* command, RunSettings& s) {
   static const std::vector<std::string> keys = {"index.kind",   "index.nlist",           "index.nprobe",
                                                 "index.hnsw_m", "index.ef_construction", "index.ef_search"};
   for (const auto& o : overrides) {
-    const std::string key = o.substr(0, o.find('='));
-    if (std::find(keys.begin(), keys.end(), key) == keys.end())
+    if (std::find(keys.begin(), keys.end(), override_key(o)) == keys.end())
       throw InvalidInput(std::string(command) + ": --set takes index.* keys only (index.kind, index.nlist, index.nprobe, "
                          "index.hnsw_m, index.ef_construction, index.ef_search), got '" + o + "'");
   }
@@ -424,19 +426,19 @@ namespace {
 // eval --set: a model.* or train.* key that evaluation does not read is fixed when the run is
 // trained, so overriding it would change nothing; it is refused rather than silently ignored.
 void check_eval_overrides(Config& cfg, const std::vector<std::string>& overrides) {
+  static const std::vector<std::string> tiger_keys = {"model.beam", "model.cold_fraction", "model.level_weights",
+                                                      "model.history_bias"};
   const bool tiger = cfg.get_string("model.type", "markov") == "tiger";
   for (const std::string& o : overrides) {
-    const std::string key = o.substr(0, o.find('='));
-    const bool model_key = key.rfind("model.", 0) == 0, train_key = key.rfind("train.", 0) == 0;
-    if (!model_key && !train_key) continue;  // data.*, eval.*, index.*: read by evaluation
+    const std::string key = override_key(o);
+    if (key.rfind("model.", 0) != 0 && key.rfind("train.", 0) != 0) continue;  // data.*, eval.*, index.*: read
     if (key == "train.threads") continue;
-    if (tiger && (key == "model.beam" || key == "model.cold_fraction" || key == "model.level_weights" ||
-                  key == "model.history_bias"))
-      continue;
+    if (tiger && std::find(tiger_keys.begin(), tiger_keys.end(), key) != tiger_keys.end()) continue;
+    std::string listed;
+    for (const std::string& k : tiger_keys) listed += (listed.empty() ? "" : ", ") + k;
     throw InvalidInput("eval: --set " + o + ": " + key +
                        " is fixed when the run is trained and evaluation does not read it (evaluation reads data.*, "
-                       "eval.*, train.threads and, for TIGER runs, model.beam, model.cold_fraction, "
-                       "model.level_weights and model.history_bias)");
+                       "eval.*, train.threads and, for TIGER runs, " + listed + ")");
   }
 }
 
