@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "genrec/nn/sasrec.h"
 #include "genrec/train/losses.h"
 #include "genrec/train/runner.h"
+#include "genrec/train/schedule.h"
 #include "test_util.h"
 
 using namespace genrec;
@@ -179,6 +181,20 @@ SequentialOptions small_options(const std::string& encoder, const std::string& l
   return o;
 }
 }  // namespace
+
+// train.warmup_steps / train.lr_schedule, hand-computed: lr 0.01, 4 warm-up steps of 12.
+TEST(Sequential, LearningRateScheduleWarmsUpThenHoldsOrDecays) {
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 4, "cosine", 1, 12), 0.0025);
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 4, "cosine", 3, 12), 0.0075);
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 4, "cosine", 4, 12), 0.01);       // end of the warm-up
+  EXPECT_NEAR(scheduled_lr(0.01, 4, "cosine", 6, 12), 0.005 * (1 + std::sqrt(0.5)), 1e-15);  // a quarter of the decay
+  EXPECT_NEAR(scheduled_lr(0.01, 4, "cosine", 8, 12), 0.005, 1e-15);   // half way
+  EXPECT_NEAR(scheduled_lr(0.01, 4, "cosine", 12, 12), 0.0, 1e-15);    // the last step
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 4, "constant", 2, 12), 0.005);
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 4, "constant", 9, 12), 0.01);
+  EXPECT_DOUBLE_EQ(scheduled_lr(0.01, 0, "constant", 1, 12), 0.01);   // no warm-up
+  EXPECT_NEAR(scheduled_lr(0.01, 0, "cosine", 6, 12), 0.005, 1e-15);
+}
 
 TEST(Sequential, EveryEncoderAndLossTrainsAndRoundTrips) {
   Dataset ds = tiny_generated();

@@ -14,6 +14,7 @@
 #include "genrec/nn/hstu.h"
 #include "genrec/nn/sasrec.h"
 #include "genrec/train/losses.h"
+#include "genrec/train/schedule.h"
 #include "../train/train_state.h"
 
 namespace genrec {
@@ -483,18 +484,9 @@ void SequentialRecommender::fit(const TrainContext& ctx) {
         torch::Tensor neg = torch::randint(1, n_items_ + 1, {targets.size(0)}, torch::kLong);
         loss = bce_loss(hv, table.index({targets}), table.index({neg}));
       }
-      // Learning rate: linear warm-up, then constant or cosine decay.
-      double lr = o.lr;
-      int64_t step = st.meta.step + 1;
-      if (o.warmup_steps > 0 && step <= o.warmup_steps) lr = o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
-      else if (o.lr_schedule == "cosine")
-        lr = 0.5 * o.lr * (1 + std::cos(M_PI * static_cast<double>(step - o.warmup_steps) /
-                                         static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps))));
-      for (auto& g : st.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      st.optimizer->zero_grad();
-      loss.backward();
-      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), o.grad_clip);
-      st.optimizer->step();
+      const int64_t step = st.meta.step + 1;
+      optimizer_step(*st.optimizer, *net, loss, o.grad_clip,
+                     scheduled_lr(o.lr, o.warmup_steps, o.lr_schedule, step, total_steps));
       {
         torch::NoGradGuard ng;
         net->items->weight[0].zero_();  // padding stays zero

@@ -12,6 +12,7 @@
 #include "genrec/core/error.h"
 #include "genrec/core/log.h"
 #include "genrec/data/split.h"
+#include "genrec/train/schedule.h"
 #include "../train/train_state.h"
 
 namespace genrec {
@@ -967,17 +968,9 @@ void TigerRecommender::fit(const TrainContext& ctx) {
         loss = loss + tiger_level_loss(net->level_log_probs(h.select(1, l), l, v), target.select(1, l), o.label_smoothing, w, v);
       }
       loss = loss / static_cast<double>(st.sid.levels);
-      double lr = o.lr;
       const int64_t step = st.meta.step + 1;
-      if (o.warmup_steps > 0 && step <= o.warmup_steps) lr = o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
-      else if (o.lr_schedule == "cosine")
-        lr = 0.5 * o.lr * (1 + std::cos(M_PI * static_cast<double>(step - o.warmup_steps) /
-                                         static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps))));
-      for (auto& g : st.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      st.optimizer->zero_grad();
-      loss.backward();
-      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), o.grad_clip);
-      st.optimizer->step();
+      optimizer_step(*st.optimizer, *net, loss, o.grad_clip,
+                     scheduled_lr(o.lr, o.warmup_steps, o.lr_schedule, step, total_steps));
       {
         torch::NoGradGuard ng;
         net->tokens->weight[0].zero_();

@@ -427,10 +427,7 @@ void Ranker::fit(const RankTrainContext& ctx) {
         torch::Tensor cold_out = net.forward_candidates(h, RankCandidates{c.items, c.times, c.lengths});
         loss = loss + o.cold_weight * objective(cold_out, cold_labels, c.feedback, nullptr, nullptr);
       }
-      st.optimizer->zero_grad();
-      loss.backward();
-      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net.parameters(), o.grad_clip);
-      st.optimizer->step();
+      optimizer_step(*st.optimizer, net, loss, o.grad_clip);
       loss_sum += loss.item<double>();
       ++st.meta.step;
       if (o.ema > 0) {

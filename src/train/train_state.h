@@ -1,5 +1,5 @@
 // Training bookkeeping shared by the training loops (models/sequential.cpp, models/tiger.cpp,
-// rank/ranker.cpp): progress and early-stopping state, and how parameters, optimizer state and
+// rank/ranker.cpp): progress and early-stopping state, the optimizer step, and how parameters, optimizer state and
 // the best weights are laid out in a checkpoint archive ("model/param/NAME" (recommenders),
 // "train/meta", "train/optimizer", "train/best/I"). Internal to src/.
 #pragma once
@@ -139,6 +139,19 @@ inline void write_train_state(torch::serialize::OutputArchive& archive, const Tr
     archive.write("train/optimizer", opt);
   }
   write_tensor_list(archive, "train/best/", best);
+}
+
+// One AdamW update from `loss` at learning rate `lr` (set on every parameter group; nullopt
+// keeps the optimizer's own): gradients cleared, back-propagated, clipped to a total norm of
+// `grad_clip` (0 = no clipping), applied.
+inline void optimizer_step(torch::optim::AdamW& optimizer, torch::nn::Module& net, const torch::Tensor& loss,
+                           double grad_clip, std::optional<double> lr = std::nullopt) {
+  if (lr)
+    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(*lr);
+  optimizer.zero_grad();
+  loss.backward();
+  if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(net.parameters(), grad_clip);
+  optimizer.step();
 }
 
 // train.init_from: keep the weights, start the schedule, optimizer and early stopping afresh.
