@@ -414,6 +414,58 @@ TEST(Ranker, ColdWeightTeachesTheEmptyHistoryPrior) {
   }
 }
 
+TEST(Ranker, PriorBiasSetsEachOutputToTheTrainingTargetsPrior) {
+  // train.prior_bias, recomputed by hand over every event before each user's training end:
+  // binary tasks log((pos + 0.5) / (neg + 0.5)), rating its mean, feedback tokens
+  // log((count + 1) / (n + F)); the networks' output biases must then hold exactly these.
+  Dataset ds = action_dataset();
+  Split split = temporal_split(ds);
+  for (const std::string type : {"genrank", "din"}) {
+    for (const std::string output : {"tasks", "feedback"}) {
+      RankerOptions o = small_ranker(type);
+      o.output = output;
+      if (output == "feedback") o.tasks = {"action:like", "action:skip"};  // rating: not read off action tokens
+      RankData rd = make_rank_data(ds, o.data_options());
+      const size_t K = rd.n_tasks(), F = static_cast<size_t>(rd.n_feedback);
+      std::vector<double> sum(K, 0.0), cnt(K, 0.0), tok(F, 0.0);
+      double n = 0;
+      for (int32_t u = 1; u <= ds.n_users(); ++u) {
+        UserEvents ev = ds.user(u);
+        for (int64_t t = 0; t < split.train_end[static_cast<size_t>(u)]; ++t) {
+          const int64_t e = ds.user_offsets[static_cast<size_t>(u)] + t;
+          n += 1;
+          tok[static_cast<size_t>(ev.actions[t] - 1)] += 1;
+          for (size_t k = 0; k < K; ++k) {
+            sum[k] += rd.label(e, k);
+            cnt[k] += 1;
+          }
+        }
+      }
+      std::vector<double> want;
+      if (output == "feedback")
+        for (size_t f = 0; f < F; ++f) want.push_back(std::log((tok[f] + 1) / (n + static_cast<double>(F))));
+      else
+        for (size_t k = 0; k < K; ++k)
+          want.push_back(rd.tasks[k].binary ? std::log((sum[k] + 0.5) / (cnt[k] - sum[k] + 0.5)) : sum[k] / cnt[k]);
+      ASSERT_GT(n, 1000);
+      Ranker r(o, ds.n_items(), rd.n_feedback);
+      const std::vector<double> got = r.set_prior_bias(ds, rd, split);
+      ASSERT_EQ(got.size(), want.size()) << type << " " << output;
+      std::vector<float> held;
+      for (const torch::Tensor& b : r.net().output_biases())
+        for (int64_t i = 0; i < b.numel(); ++i) held.push_back(b[i].item<float>());
+      ASSERT_EQ(held.size(), want.size()) << type << " " << output;
+      for (size_t j = 0; j < want.size(); ++j) {
+        EXPECT_NEAR(got[j], want[j], 1e-9) << type << " " << output << " output " << j;
+        EXPECT_NEAR(held[j], want[j], 1e-6) << type << " " << output << " output " << j;
+      }
+      if (output == "tasks") {
+        EXPECT_GT(want[2], 1.0) << "the rating mean";  // far from the initialiser's bias
+      }
+    }
+  }
+}
+
 TEST(Ranker, TrainingSequencesLabelEveryEventOnceAfterTheirContext) {
   Dataset ds = action_dataset();
   Split split = temporal_split(ds);

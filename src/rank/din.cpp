@@ -260,6 +260,8 @@ torch::Tensor DINImpl::forward_sequence(const RankSeq& seq) {
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
 }
 
+std::vector<torch::Tensor> DINImpl::output_biases() { return {heads_->bias}; }
+
 torch::Tensor DINImpl::forward_candidates(const RankSeq& history, const RankCandidates& candidates) {
   TORCH_CHECK(history.items.defined() && history.items.dim() == 2, "din: history items must be [B, T]");
   TORCH_CHECK(history.feedback.defined() && history.feedback.sizes() == history.items.sizes(),

@@ -87,6 +87,15 @@ torch::Tensor GenRankImpl::heads(const torch::Tensor& h, const torch::Tensor& it
   return torch::cat(outs, -1);
 }
 
+std::vector<torch::Tensor> GenRankImpl::output_biases() {
+  std::vector<torch::Tensor> out;
+  for (const auto& head : *heads_) {
+    auto& layers = *head->as<torch::nn::SequentialImpl>();
+    out.push_back(layers.ptr(layers.size() - 1)->as<torch::nn::LinearImpl>()->bias);
+  }
+  return out;
+}
+
 torch::Tensor GenRankImpl::forward_sequence(const RankSeq& seq) {
   Tokens t = history_tokens(seq);
   const int64_t T = seq.items.size(1);

@@ -31,7 +31,7 @@ nlohmann::json RankerOptions::to_json() const {
           {"micro_batch", micro_batch}, {"head_item", head_item}, {"output", output}, {"epochs", epochs},   {"batch_size", batch_size},
           {"lr", lr},             {"weight_decay", weight_decay}, {"grad_clip", grad_clip},
           {"eval_every", eval_every}, {"patience", patience}, {"metric", metric},
-          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"ema", ema}, {"seed", seed},
+          {"train_mode", train_mode}, {"cold_weight", cold_weight}, {"train_context", train_context}, {"ema", ema}, {"prior_bias", prior_bias}, {"seed", seed},
           {"eval_history", eval_history}};
 }
 
@@ -43,7 +43,7 @@ RankerOptions RankerOptions::from_json(const nlohmann::json& j) {
   GENREC_OPT(layout); GENREC_OPT(time_bias); GENREC_OPT(attn_scale); GENREC_OPT(micro_batch); GENREC_OPT(head_item);
   GENREC_OPT(output);
   GENREC_OPT(epochs); GENREC_OPT(batch_size); GENREC_OPT(lr); GENREC_OPT(weight_decay); GENREC_OPT(grad_clip);
-  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(ema); GENREC_OPT(seed);
+  GENREC_OPT(eval_every); GENREC_OPT(patience); GENREC_OPT(metric); GENREC_OPT(train_mode); GENREC_OPT(cold_weight); GENREC_OPT(train_context); GENREC_OPT(ema); GENREC_OPT(prior_bias); GENREC_OPT(seed);
   GENREC_OPT(eval_history);
 #undef GENREC_OPT
   return o;
@@ -80,6 +80,7 @@ RankerOptions RankerOptions::from_config(Config& cfg) {
   o.cold_weight = cfg.get_double("train.cold_weight", d.cold_weight);
   if (o.type == "genrank") o.train_context = cfg.get_int("train.context", d.train_context);
   o.ema = cfg.get_double("train.ema", d.ema);
+  o.prior_bias = cfg.get_bool("train.prior_bias", d.prior_bias);
   o.seed = cfg.get_int("train.seed", d.seed);
   o.eval_history = cfg.get_string("eval.history", d.eval_history);
   o.validate();
@@ -703,6 +704,45 @@ void Ranker::reset_training_state() {
   clear_train_state(st.meta, st.optimizer, st.best);
   st.ema.clear();
   st.raw.clear();
+}
+
+std::vector<double> Ranker::set_prior_bias(const Dataset& ds, const RankData& rd, const Split& split) {
+  const bool tokens = options_.output == "feedback";
+  const size_t K = rd.n_tasks(), F = static_cast<size_t>(rd.n_feedback);
+  std::vector<double> sum(tokens ? F : K, 0.0), count(tokens ? F : K, 0.0);
+  double n_events = 0;
+  for (const RankTrainSeq& q : train_sequences(ds, split))
+    for (int64_t e = q.label_begin; e < q.end; ++e) {
+      n_events += 1;
+      if (tokens) {
+        const int32_t f = rd.feedback[static_cast<size_t>(e)];
+        if (f >= 1 && static_cast<size_t>(f) <= F) count[static_cast<size_t>(f - 1)] += 1;
+        continue;
+      }
+      for (size_t k = 0; k < K; ++k) {
+        const float y = rd.label(e, k);
+        if (std::isnan(y)) continue;
+        sum[k] += y;
+        count[k] += 1;
+      }
+    }
+  std::vector<double> bias(sum.size());
+  for (size_t j = 0; j < bias.size(); ++j) {
+    if (tokens) bias[j] = std::log((count[j] + 1.0) / (n_events + static_cast<double>(F)));
+    else if (rd.tasks[j].binary) bias[j] = std::log((sum[j] + 0.5) / (count[j] - sum[j] + 0.5));
+    else bias[j] = count[j] > 0 ? sum[j] / count[j] : 0.0;
+  }
+  std::vector<torch::Tensor> params = net().output_biases();
+  torch::NoGradGuard ng;
+  size_t j = 0;
+  for (torch::Tensor& p : params) {
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      if (j >= bias.size()) throw InternalError("ranker: the network has more output biases than outputs");
+      p[i].fill_(bias[j++]);
+    }
+  }
+  if (j != bias.size()) throw InternalError("ranker: the network has fewer output biases than outputs");
+  return bias;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -240,6 +240,11 @@ TrainResult rank_train_run(Config& cfg, const RunSettings& s, const TrainRequest
     if (!s.init_from.empty()) {
       init_ranker_from_checkpoint(*ranker, s.init_from, ds.items);
       GENREC_LOG_INFO("starting from the weights of %s", s.init_from.string().c_str());
+      if (ro.prior_bias) GENREC_LOG_WARN("train.prior_bias: not applied, the output biases come from train.init_from");
+    } else if (ro.prior_bias) {
+      std::string values;
+      for (double b : ranker->set_prior_bias(ds, rd, split)) values += (values.empty() ? "" : ", ") + std::to_string(b);
+      GENREC_LOG_INFO("output biases set to the training targets' prior: %s", values.c_str());
     }
     prepare_run_dir(req, cfg);
   }

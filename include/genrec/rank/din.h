@@ -86,6 +86,7 @@ class DINImpl : public RankNetImpl {
   torch::Tensor forward_sequence(const RankSeq& seq) override;
   // [B, M, n_tasks]: candidate m of row b after the last min(len_b, max_len) events of row b.
   torch::Tensor forward_candidates(const RankSeq& history, const RankCandidates& candidates) override;
+  std::vector<torch::Tensor> output_biases() override;  // the output layer's bias
 
   const DINOptions& options() const { return options_; }
 

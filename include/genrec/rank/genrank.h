@@ -55,6 +55,7 @@ class GenRankImpl : public RankNetImpl {
   explicit GenRankImpl(GenRankOptions options);
   torch::Tensor forward_sequence(const RankSeq& seq) override;
   torch::Tensor forward_candidates(const RankSeq& history, const RankCandidates& candidates) override;
+  std::vector<torch::Tensor> output_biases() override;  // each head's last bias
   // The same scores as forward_candidates, one forward pass per candidate over history +
   // candidate (the slow reference M-FALCON is tested and benchmarked against).
   torch::Tensor forward_candidates_naive(const RankSeq& history, const RankCandidates& candidates);

@@ -51,6 +51,9 @@ class RankNetImpl : public torch::nn::Module {
   virtual torch::Tensor forward_sequence(const RankSeq& seq) = 0;
   // [B, M, n_tasks]; entries m >= counts[b] are unspecified (finite).
   virtual torch::Tensor forward_candidates(const RankSeq& history, const RankCandidates& candidates) = 0;
+  // The bias parameters added last to the outputs, in output order: their concatenation is one
+  // value per output column (train.prior_bias sets them to the training labels' prior).
+  virtual std::vector<torch::Tensor> output_biases() = 0;
 };
 
 }  // namespace genrec

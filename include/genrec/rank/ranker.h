@@ -99,6 +99,11 @@ struct RankerOptions {
   // > 0: an exponential moving average of the weights (this decay per step) is what validation,
   // early stopping and the checkpoints use; 0 = the raw weights.
   double ema = 0.0;
+  // true: before the first step of a fresh run, each output's bias is set to the training
+  // targets' prior — a binary task's log-odds, a regression task's mean, with model.output =
+  // "feedback" each token's log-frequency — so that training starts from the base rates instead
+  // of spending its first steps reaching them; false: the initialiser's bias.
+  bool prior_bias = false;
   int64_t seed = 42;
   // evaluation (eval.history): "cut" = every candidate of a period read after the user's history
   // before the period's cut; "streaming" = each candidate read after the user's events before its
@@ -170,6 +175,11 @@ class Ranker {
   // Keep the weights (the averaged ones with train.ema), forget the optimizer, schedule, early
   // stopping and best weights: fit() then starts afresh from them (train.init_from).
   void reset_training_state();
+  // train.prior_bias: sets the network's output biases to the prior of the training targets
+  // (train_sequences' labelled events): per binary task log((pos + 0.5) / (neg + 0.5)), per
+  // regression task the mean label (0 without labels), with model.output = "feedback" per token
+  // f log((count_f + 1) / (n + n_feedback)). Returns them, in output order.
+  std::vector<double> set_prior_bias(const Dataset& ds, const RankData& rd, const Split& split);
 
  private:
   struct State;
