@@ -627,6 +627,46 @@ threads = 1
     }
     EXPECT_EQ(got.size(), 15u);
   }
+  // recommend --set: TIGER's inference keys apply to a trained run as in eval (level weights
+  // rescale every item's score; without the history bias the history's items score lower), and
+  // the inference key of the run's config gives the same list as no override at all.
+  {
+    RecommendRequest rq = request(false);
+    const nlohmann::json base = recommend_run(tmp / "run", rq);
+    rq.overrides = {"model.beam=10"};
+    EXPECT_EQ(recommend_run(tmp / "run", rq)["items"], base["items"]);
+    auto score_of = [](const nlohmann::json& out, const std::string& item) {
+      for (const auto& e : out["items"])
+        if (e["item"] == item) return e["score"].get<double>();
+      return -1e30;
+    };
+    std::string twos;
+    for (int32_t l = 0; l < tiger->codes().levels; ++l) twos += std::string(l ? ", " : "") + "2.0";
+    rq.overrides = {"model.level_weights=[" + twos + "]"};
+    const nlohmann::json doubled = recommend_run(tmp / "run", rq);
+    ASSERT_EQ(doubled["items"].size(), 15u);
+    // Each level's log-probability counts twice: a non-history item's score doubles exactly (the
+    // history bias, added once, separates history items).
+    int compared = 0;
+    for (const auto& e : base["items"]) {
+      const std::string item = e["item"].get<std::string>();
+      if (std::count(rq.history->begin(), rq.history->end(), item) != 0) continue;
+      const double twice = score_of(doubled, item);
+      if (twice < -1e29) continue;  // dropped below the top 15
+      EXPECT_NEAR(twice, 2 * e["score"].get<double>(), 1e-3) << item;
+      ++compared;
+    }
+    EXPECT_GT(compared, 0);
+    rq.overrides = {"model.history_bias=false"};
+    const nlohmann::json unbiased = recommend_run(tmp / "run", rq);
+    EXPECT_NE(unbiased["items"], base["items"]);
+    for (const char* bad : {"model.trie_softmax=true", "model.d_model=8", "train.lr=0.1"}) {
+      rq.overrides = {bad};
+      EXPECT_INVALID(recommend_run(tmp / "run", rq), "--set takes index.* keys only", "for a TIGER run model.beam");
+    }
+    rq.overrides = {"model.cold_fraction=1.5"};
+    EXPECT_INVALID(recommend_run(tmp / "run", rq), "cold_fraction");
+  }
   // The serving engine widens the beam per batch the same way: its answer equals recommend's.
   serve::EngineOptions so;
   so.run_dir = tmp / "run";

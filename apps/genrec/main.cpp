@@ -363,7 +363,7 @@ int main(int argc, char** argv) {
                           "Search: exact (the model's own scores, any model; default unless the run's index.kind says "
                           "otherwise), or flat, ivf, hnsw (FAISS over query and item vectors; sasrec/hstu only)")
                           ->check(CLI::IsMember(item_index_kinds()));
-  recommend->add_option("--set", rec_req.overrides, "Override an index key, e.g. index.nprobe=32 (repeatable; index.* only)");
+  recommend->add_option("--set", rec_req.overrides, "Override an index key, e.g. index.nprobe=32, or a TIGER run's model.beam / model.cold_fraction / model.history_bias=true|false / model.level_weights=[w,...] (repeatable; other keys are refused)");
 
   std::string ie_run, ie_index;
   IndexEvalRequest ie_req;

@@ -121,17 +121,63 @@ Config load_run_config(const fs::path& run_dir, const std::vector<std::string>& 
 // The KEY of a --set KEY=VALUE.
 std::string override_key(const std::string& assignment) { return assignment.substr(0, assignment.find('=')); }
 
+// TIGER's inference options: a TIGER run's eval and recommend read them from the run's config
+// and from --set, so they can be changed on a trained run.
+const std::vector<std::string>& tiger_inference_keys() {
+  static const std::vector<std::string> keys = {"model.beam", "model.cold_fraction", "model.level_weights",
+                                                "model.history_bias"};
+  return keys;
+}
+
+std::string comma_list(const std::vector<std::string>& keys) {
+  std::string out;
+  for (const std::string& k : keys) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
+bool is_tiger_run(Config& cfg) { return cfg.get_string("model.type", "markov") == "tiger"; }
+
+// Sets a TIGER model's inference options from `cfg` (the run's config with any --set overrides;
+// a key it lacks keeps the checkpoint's value): the beam, cold start over the items without
+// events in the training part of `split` (model.cold_fraction), the per-level weights, and the
+// history bias (switched on against the run's training, b is estimated from `split`'s training
+// transitions). Returns the beam.
+int64_t apply_tiger_inference(TigerRecommender& tiger, Config& cfg, const Dataset& ds, const Split& split) {
+  const nlohmann::json saved = tiger.options();
+  const int64_t beam = cfg.get_int("model.beam", saved.value("beam", int64_t{20}));
+  tiger.set_beam(beam);
+  tiger.set_cold_items(train_item_counts(ds, split));
+  tiger.set_cold_fraction(cfg.get_double("model.cold_fraction", saved.value("cold_fraction", 0.0)));
+  tiger.set_level_weights(cfg.get_double_list("model.level_weights", saved.value("level_weights", std::vector<double>{})));
+  const bool trained_bias = saved.value("history_bias", false);
+  const bool bias = cfg.get_bool("model.history_bias", trained_bias);
+  if (bias != trained_bias) {
+    tiger.set_history_bias(bias, 0.0);
+    tiger.estimate_history_bias(ds, split);
+  }
+  return beam;
+}
+
 // recommend / index-eval: the run's [index] settings, --set index.* overrides, then --index.
+// recommend also takes TIGER's inference keys for a TIGER run (tiger_keys_too).
 ItemIndexOptions index_options_for(const fs::path& run_dir, const std::vector<std::string>& overrides,
-                                   const std::optional<std::string>& kind, const char* command, RunSettings& s) {
+                                   const std::optional<std::string>& kind, const char* command, RunSettings& s,
+                                   bool tiger_keys_too = false) {
   static const std::vector<std::string> keys = {"index.kind",   "index.nlist",           "index.nprobe",
                                                 "index.hnsw_m", "index.ef_construction", "index.ef_search"};
+  Config cfg = load_run_config(run_dir, {});
+  const bool tiger = tiger_keys_too && is_tiger_run(cfg);
   for (const auto& o : overrides) {
-    if (std::find(keys.begin(), keys.end(), override_key(o)) == keys.end())
-      throw InvalidInput(std::string(command) + ": --set takes index.* keys only (index.kind, index.nlist, index.nprobe, "
-                         "index.hnsw_m, index.ef_construction, index.ef_search), got '" + o + "'");
+    const std::string key = override_key(o);
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+    const auto& tk = tiger_inference_keys();
+    if (tiger && std::find(tk.begin(), tk.end(), key) != tk.end()) continue;
+    throw InvalidInput(std::string(command) + ": --set takes index.* keys only (" + comma_list(keys) + ")" +
+                       (tiger_keys_too ? ", and for a TIGER run " + comma_list(tk) : std::string()) + "; got '" + o +
+                       "'" + (tiger_keys_too && !tiger && key.rfind("model.", 0) == 0 ? " (" + run_dir.string() +
+                       " is a " + cfg.get_string("model.type", "markov") + " run)" : std::string()));
   }
-  Config cfg = load_run_config(run_dir, overrides);
+  if (!overrides.empty()) cfg = load_run_config(run_dir, overrides);
   s = read_settings(cfg);
   ItemIndexOptions o = s.index;
   if (kind) o.kind = *kind;
@@ -431,19 +477,16 @@ namespace {
 // eval --set: a model.* or train.* key that evaluation does not read is fixed when the run is
 // trained, so overriding it would change nothing; it is refused rather than silently ignored.
 void check_eval_overrides(Config& cfg, const std::vector<std::string>& overrides) {
-  static const std::vector<std::string> tiger_keys = {"model.beam", "model.cold_fraction", "model.level_weights",
-                                                      "model.history_bias"};
-  const bool tiger = cfg.get_string("model.type", "markov") == "tiger";
+  const auto& tiger_keys = tiger_inference_keys();
+  const bool tiger = is_tiger_run(cfg);
   for (const std::string& o : overrides) {
     const std::string key = override_key(o);
     if (key.rfind("model.", 0) != 0 && key.rfind("train.", 0) != 0) continue;  // data.*, eval.*, index.*: read
     if (key == "train.threads") continue;
     if (tiger && std::find(tiger_keys.begin(), tiger_keys.end(), key) != tiger_keys.end()) continue;
-    std::string listed;
-    for (const std::string& k : tiger_keys) listed += (listed.empty() ? "" : ", ") + k;
     throw InvalidInput("eval: --set " + o + ": " + key +
                        " is fixed when the run is trained and evaluation does not read it (evaluation reads data.*, "
-                       "eval.*, train.threads and, for TIGER runs, " + listed + ")");
+                       "eval.*, train.threads and, for TIGER runs, " + comma_list(tiger_keys) + ")");
   }
 }
 
@@ -504,23 +547,8 @@ EvalResult eval_run(const fs::path& run_dir, SplitPart part, const std::vector<s
     throw InvalidInput(best.string() + ": checkpoint has " + std::to_string(ckpt.items.size()) +
                        " items but dataset " + s.data_path.string() + " has " + std::to_string(ds.n_items()));
   Split split = make_split(ds, s.split);
-  if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {
-    // Inference options, overridable here with --set: model.beam, and model.cold_fraction for
-    // cold start (the places open to items without training events in this run's split).
-    const nlohmann::json saved = ckpt.model->options();
-    tiger->set_beam(cfg.get_int("model.beam", saved.value("beam", int64_t{20})));
-    tiger->set_cold_items(train_item_counts(ds, split));
-    tiger->set_cold_fraction(cfg.get_double("model.cold_fraction", saved.value("cold_fraction", 0.0)));
-    tiger->set_level_weights(cfg.get_double_list("model.level_weights", saved.value("level_weights", std::vector<double>{})));
-    // model.history_bias: a run trained without it (or with it) can be evaluated the other way;
-    // switched on, b is estimated from this run's training transitions.
-    const bool trained_bias = saved.value("history_bias", false);
-    const bool bias = cfg.get_bool("model.history_bias", trained_bias);
-    if (bias != trained_bias) {
-      tiger->set_history_bias(bias, 0.0);
-      tiger->estimate_history_bias(ds, split);
-    }
-  }
+  // TIGER's inference options, overridable here with --set (model.beam, model.cold_fraction, ...).
+  if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) apply_tiger_inference(*tiger, cfg, ds, split);
   if (target_items.empty()) return evaluate(*ckpt.model, ds, split, part, s.eval, progress);
 
   // Only users whose target of `part` is a listed item (e.g. held-out cold-start items).
@@ -610,18 +638,13 @@ RunInfo read_run_info(const fs::path& run_dir) {
   return RunInfo{s.data_path, s.threads};
 }
 
-int64_t prepare_tiger_inference(const fs::path& run_dir, Recommender& model, const Dataset& ds) {
+int64_t prepare_tiger_inference(const fs::path& run_dir, Recommender& model, const Dataset& ds,
+                                const std::vector<std::string>& overrides) {
   auto* tiger = dynamic_cast<TigerRecommender*>(&model);
   if (!tiger) return 0;
-  const nlohmann::json saved = model.options();
-  const double cold = saved.value("cold_fraction", 0.0);
-  if (cold > 0) {
-    Config cfg = load_run_config(run_dir, {});
-    RunSettings s = read_settings(cfg);
-    tiger->set_cold_items(train_item_counts(ds, make_split(ds, s.split)));
-    tiger->set_cold_fraction(cold);
-  }
-  return saved.value("beam", int64_t{20});
+  Config cfg = load_run_config(run_dir, overrides);
+  RunSettings s = read_settings(cfg);
+  return apply_tiger_inference(*tiger, cfg, ds, make_split(ds, s.split));
 }
 
 int64_t tiger_request_beam(int64_t k, const std::vector<int32_t>& history, bool exclude_seen) {
@@ -636,7 +659,7 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
     throw InvalidInput("recommend: give exactly one of --user and --history");
   if (req.k < 1) throw InvalidInput("recommend: --k must be >= 1");
   RunSettings s;
-  const ItemIndexOptions index_options = index_options_for(run_dir, req.overrides, req.index, "recommend", s);
+  const ItemIndexOptions index_options = index_options_for(run_dir, req.overrides, req.index, "recommend", s, true);
   set_threads(s.threads);
   LoadedCheckpoint ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt");
   const Vocabulary& items = ckpt.items;
@@ -688,9 +711,11 @@ nlohmann::json recommend_run(const fs::path& run_dir, const RecommendRequest& re
 
   if (auto* tiger = dynamic_cast<TigerRecommender*>(ckpt.model.get())) {
     // TIGER scores only its beam's items: the beam must hold k items, plus the history's items
-    // when those are left out. Cold start as the run was configured (model.cold_fraction).
-    if (ckpt.model->options().value("cold_fraction", 0.0) > 0 && !req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
-    tiger->set_beam(std::max(prepare_tiger_inference(run_dir, *tiger, ds), tiger_request_beam(req.k, hist_items, req.exclude_seen)));
+    // when those are left out. Its inference options (cold start, ...) as the run was configured,
+    // or as --set overrides them; cold start needs the run's training events.
+    if (!req.user) ds = load_dataset(s.data_path, LoadOptions{false, true});
+    tiger->set_beam(std::max(prepare_tiger_inference(run_dir, *tiger, ds, req.overrides),
+                             tiger_request_beam(req.k, hist_items, req.exclude_seen)));
   }
 
   nlohmann::json list = nlohmann::json::array();

@@ -84,7 +84,9 @@ struct RecommendRequest {
   // exact ranks the model's own scores; the others search query · item vectors and need a
   // two-tower model (sasrec, hstu): others throw InvalidInput.
   std::optional<std::string> index;
-  std::vector<std::string> overrides;  // "index.key=value" (only index.* keys)
+  std::vector<std::string> overrides;  // "index.key=value" (index.* keys), and for a TIGER run its
+                                       // inference keys (model.beam, model.cold_fraction,
+                                       // model.level_weights, model.history_bias)
 };
 // {"user": ..., "history_length": n, "model": type, "index": kind, "exclude_seen": b,
 //  "items": [{"item", "score", "rank"}, ...]}
@@ -123,11 +125,13 @@ struct RunInfo {
 };
 RunInfo read_run_info(const std::filesystem::path& run_dir);
 
-// Inference set-up a loaded TIGER model needs from its run: cold start as the run was configured
-// (model.cold_fraction > 0: the items without events in the training part of the run's split of
-// `ds` are cold). Returns the run's beam width (model.beam) for TIGER, 0 for other models (left
-// unchanged). `ds` must be the run's dataset (events loaded).
-int64_t prepare_tiger_inference(const std::filesystem::path& run_dir, Recommender& model, const Dataset& ds);
+// Inference set-up a loaded TIGER model needs from its run: its inference options (model.beam,
+// model.cold_fraction, model.level_weights, model.history_bias) from the run's config with
+// `overrides` ("key=value", as --set) applied; cold start counts as cold the items without events
+// in the training part of the run's split of `ds`. Returns the beam width for TIGER, 0 for other
+// models (left unchanged). `ds` must be the run's dataset (events loaded).
+int64_t prepare_tiger_inference(const std::filesystem::path& run_dir, Recommender& model, const Dataset& ds,
+                                const std::vector<std::string>& overrides = {});
 // The beam a TIGER request needs so that every returned item comes from the beam: k, plus the
 // history's distinct items when seen items are left out.
 int64_t tiger_request_beam(int64_t k, const std::vector<int32_t>& history, bool exclude_seen);
